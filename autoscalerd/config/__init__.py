@@ -1,0 +1,1 @@
+"""Policy files: the pure model, parsing and validation, and the YAML loader (load.py)."""

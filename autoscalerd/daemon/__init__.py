@@ -1,0 +1,1 @@
+"""The daemon: per-policy reconcilers and the supervisor that owns every task."""

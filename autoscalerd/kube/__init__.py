@@ -1,0 +1,1 @@
+"""The Kubernetes adapter: the only importer of kubernetes_asyncio."""

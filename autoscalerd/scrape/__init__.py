@@ -1,0 +1,1 @@
+"""Scraping pod metric endpoints: the exposition parser (pure), TLS/auth client factory, scraper."""

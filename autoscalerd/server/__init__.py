@@ -1,0 +1,1 @@
+"""The HTTP endpoints: /healthz, /readyz, /metrics, /status."""

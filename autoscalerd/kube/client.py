@@ -26,7 +26,7 @@ from autoscalerd.config.model import LeaderElection, ScaleTargetRef
 from autoscalerd.kube._transport import Transport
 from autoscalerd.kube.credentials import SERVICE_ACCOUNT_DIR, Credentials, load_credentials
 from autoscalerd.kube.errors import Op
-from autoscalerd.kube.events import EventRecorder, EventType
+from autoscalerd.kube.events import EventRecorder, EventSettings, EventType
 from autoscalerd.kube.lease import LeaderElector, default_identity
 from autoscalerd.kube.pods import PodCaches, WatchSettings
 from autoscalerd.kube.scale import RetryPolicy, ScaleInfo, ScaleOps
@@ -45,6 +45,7 @@ async def connect(
     identity: str | None = None,
     watch: WatchSettings | None = None,
     retry: RetryPolicy | None = None,
+    events: EventSettings | None = None,
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
 ) -> KubeClient:
     """Load credentials and return a client; nothing is sent to the server yet.
@@ -56,7 +57,9 @@ async def connect(
     creds = await load_credentials(
         kubeconfig, context, in_cluster, service_account_dir=service_account_dir
     )
-    return KubeClient(creds, api_timeout=api_timeout, identity=identity, watch=watch, retry=retry)
+    return KubeClient(
+        creds, api_timeout=api_timeout, identity=identity, watch=watch, retry=retry, events=events
+    )
 
 
 class KubeClient:
@@ -70,6 +73,7 @@ class KubeClient:
         identity: str | None = None,
         watch: WatchSettings | None = None,
         retry: RetryPolicy | None = None,
+        events: EventSettings | None = None,
     ) -> None:
         from kubernetes_asyncio.client import ApiClient
 
@@ -89,7 +93,7 @@ class KubeClient:
             on_unauthorized=credentials.invalidate_token,
         )
         self._scale = ScaleOps(self._t, retry)
-        self._events = EventRecorder(self._t, instance=self.identity)
+        self._events = EventRecorder(self._t, instance=self.identity, settings=events)
         self.pods = PodCaches(self._t, watch)
         """Shared watch caches: `pods.acquire(namespace, selector)` / `await pods.release(c)`."""
         self._electors: list[LeaderElector] = []

@@ -25,7 +25,7 @@ from autoscalerd.kube.errors import KubeError, KubeNotFound, Op
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["EventRecorder", "EventType"]
+__all__ = ["EventRecorder", "EventSettings", "EventType"]
 
 EventType = Literal["Normal", "Warning"]
 COMPONENT = "autoscalerd"
@@ -33,6 +33,14 @@ AGGREGATE_WINDOW = 600.0
 MIN_PATCH_INTERVAL = 10.0
 MAX_TRACKED = 4096
 MAX_MESSAGE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EventSettings:
+    aggregate_window: float = AGGREGATE_WINDOW
+    """Repeats within this many seconds of the first occurrence bump its count."""
+    min_patch_interval: float = MIN_PATCH_INTERVAL
+    """At most one count PATCH per event per this many seconds (repeats are counted)."""
 
 
 def k8s_time(ts: float | None = None) -> str:
@@ -62,13 +70,13 @@ class EventRecorder:
         transport: Transport,
         *,
         instance: str,
-        aggregate_window: float = AGGREGATE_WINDOW,
-        min_patch_interval: float = MIN_PATCH_INTERVAL,
+        settings: EventSettings | None = None,
     ) -> None:
+        settings = settings or EventSettings()
         self._t = transport
         self.instance = instance
-        self._window = aggregate_window
-        self._min_patch = min_patch_interval
+        self._window = settings.aggregate_window
+        self._min_patch = settings.min_patch_interval
         self._seen: OrderedDict[_Key, _Seen] = OrderedDict()
 
     async def record(

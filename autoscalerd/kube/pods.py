@@ -188,10 +188,12 @@ class PodCache:
         lo, hi = self._settings.watch_timeout
         server_timeout = int(random.uniform(lo, hi)) or 1
         read_timeout = server_timeout + self._settings.read_grace
+        # Booleans as "true": kubernetes_asyncio would urlencode True as "True", which Go's
+        # ParseBool accepts but stricter servers (and proxies) may not.
         kwargs: dict[str, Any] = {
             "label_selector": self.selector,
-            "watch": True,
-            "allow_watch_bookmarks": True,
+            "watch": "true",
+            "allow_watch_bookmarks": "true",
             "timeout_seconds": server_timeout,
         }
         if resource_version:
@@ -236,14 +238,22 @@ class PodCache:
         return rv
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
         rv: str | None = None
         while True:
             try:
                 if rv is None:
                     rv = await self._list()
+                started = loop.time()
                 rv = await self._watch(rv)
-                failures = 0  # a watch that ended normally (server timeout): watch again
+                # A watch that ended normally (server-side timeout): watch again from rv.
+                # One that ends at once, again and again, must not spin: back off.
+                if loop.time() - started < 1.0:
+                    failures += 1
+                    await asyncio.sleep(self._delay(failures))
+                else:
+                    failures = 0
             except _Gone as exc:
                 log.info(
                     "pod watch expired, re-listing",

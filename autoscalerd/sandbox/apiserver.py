@@ -174,13 +174,14 @@ class ApiServer:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=8 * 1024 * 1024)
         r = app.router
-        r.add_get("/version", self._version)
+        slash = "{_slash:/?}"  # the generated clients ask for "/version/", "/apis/"...
+        r.add_get("/version" + slash, self._version)
         for p in ("/healthz", "/livez", "/readyz"):
             r.add_get(p, self._healthz)
-        r.add_get("/api", self._api_versions)
-        r.add_get("/apis", self._api_groups)
-        r.add_get("/api/v1", self._resource_list_core)
-        r.add_get("/apis/{group}/{version}", self._resource_list)
+        r.add_get("/api" + slash, self._api_versions)
+        r.add_get("/apis" + slash, self._api_groups)
+        r.add_get("/api/v1" + slash, self._resource_list_core)
+        r.add_get("/apis/{group}/{version}" + slash, self._resource_list)
         r.add_route("*", "/api/v1/{tail:.+}", self._dispatch_core)
         r.add_route("*", "/apis/{group}/{version}/{tail:.+}", self._dispatch)
         return app
@@ -216,7 +217,7 @@ class ApiServer:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.requests += 1
-        public = request.path in ("/healthz", "/livez", "/readyz", "/version")
+        public = request.path in ("/healthz", "/livez", "/readyz", "/version", "/version/")
         if not public and not self._authenticated(request):
             return ApiError(401, "Unauthorized").response()
         is_write = request.method in ("POST", "PUT", "PATCH", "DELETE")

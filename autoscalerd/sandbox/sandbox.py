@@ -279,7 +279,7 @@ class Sandbox:
             parts = w.path.strip("/").split("/")
             if parts[-1] != "scale":
                 continue
-            if namespace is not None and parts[-5] != namespace:
+            if namespace is not None and parts[-4] != namespace:
                 continue
             if name is not None and parts[-2] != name:
                 continue

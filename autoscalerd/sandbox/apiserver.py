@@ -26,6 +26,7 @@ from .store import Gone, ResourceType, Store, StoredEvent, Watcher, now_rfc3339
 if TYPE_CHECKING:
     from .faults import Faults
 
+_TRUE = ("1", "t", "T", "true", "True", "TRUE")  # Go strconv.ParseBool
 _ALL = ("create", "delete", "get", "list", "patch", "update", "watch")
 _WORKLOAD = ("get", "list", "watch", "patch", "update")
 
@@ -376,7 +377,7 @@ class ApiServer:
         method = request.method
         if len(parts) == 1:
             if method == "GET":
-                verb = "watch" if request.query.get("watch") in ("true", "1") else "list"
+                verb = "watch" if request.query.get("watch") in _TRUE else "list"
                 self._allow(rtype, verb)
                 if verb == "watch":
                     return await self._watch(request, rtype, namespace)
@@ -502,7 +503,7 @@ class ApiServer:
             timeout = float(q.get("timeoutSeconds") or self.watch_timeout_seconds)
         except ValueError as exc:
             raise ApiError(400, "invalid timeoutSeconds") from exc
-        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        bookmarks = q.get("allowWatchBookmarks") in _TRUE
         rv_param = q.get("resourceVersion") or ""
         watcher = Watcher(rtype, namespace, labels, fields)
         self.store.watchers.add(watcher)

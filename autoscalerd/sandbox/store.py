@@ -202,5 +202,6 @@ class Store:
 
     def compact(self) -> None:
         """Forget all history: every resourceVersion seen so far becomes too old."""
+        self.rv += 1  # as in a live cluster, where the revision moves on constantly
         self.compacted_rv = self.rv
         self._history.clear()

@@ -1,0 +1,421 @@
+"""One reconciler per policy: resolve pods → scrape → record → decide → apply, every interval.
+
+Each step's failure stays inside its policy and its tick: a failing API call, pod or endpoint
+is logged once when it starts (and once when it ends), counted in the metrics, shown in
+`/status`, and never turned into a metric value of 0. A tick without data makes no decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from autoscalerd.config.model import DaemonConfig, MetricSource, Policy, TLSConfig
+from autoscalerd.kube.client import KubeClient
+from autoscalerd.kube.errors import KubeError
+from autoscalerd.kube.pods import PodCache, PodInfo
+from autoscalerd.kube.scale import ScaleInfo
+from autoscalerd.scaling.autoscaler import Autoscaler, Decision, SourceSample, Tick
+from autoscalerd.scrape.client import Scraper, ScrapeTarget
+from autoscalerd.server.metrics import DaemonMetrics
+
+__all__ = ["DaemonContext", "PolicyReconciler", "effective_source"]
+
+log = structlog.get_logger(__name__)
+
+SCALE_REFRESH_SECONDS = 5.0
+"""Re-read `/scale` at least this often (and after every write): a person's `kubectl scale`
+is seen within this time, without one API call per policy per tick."""
+POD_LIST_GRACE_SECONDS = 30.0
+"""A pod cache that has not listed within this time is reported as an error."""
+
+
+def effective_source(
+    source: MetricSource, daemon: DaemonConfig, insecure_default: bool
+) -> MetricSource:
+    """The source with DaemonConfig defaults (and `--insecure-skip-tls-verify`) filled in.
+
+    Precedence: the source's own setting, then the DaemonConfig's, then the command-line flag.
+    """
+    base = daemon.tls
+    if insecure_default and base.insecure_skip_verify is None:
+        base = replace(base, insecure_skip_verify=True)
+    tls = source.tls.merged_over(base) if source.protocol == "https" else TLSConfig()
+    auth = source.authorization or daemon.authorization
+    return replace(source, tls=tls, authorization=auth)
+
+
+@dataclass
+class DaemonContext:
+    """What every reconciler shares; fields are swapped in place on reload."""
+
+    kube: KubeClient
+    scraper: Scraper
+    metrics: DaemonMetrics
+    daemon: DaemonConfig
+    dry_run: bool = False
+    insecure_default: bool = False
+    write_permission: Callable[[], tuple[bool, float | None]] = field(default=lambda: (True, None))
+    """(may write, deadline in loop time): leader election plugs in here."""
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class PolicyReconciler:
+    """Runs one policy. `run()` ticks until cancelled; `tick()` is one round."""
+
+    def __init__(self, policy: Policy, ctx: DaemonContext) -> None:
+        self.policy = policy
+        self.ctx = ctx
+        self.autoscaler = Autoscaler(policy)
+        self.log = log.bind(policy=policy.key, target=f"{policy.target.kind}/{policy.target.name}")
+        self._scale: ScaleInfo | None = None
+        self._scale_read_at = -1e18
+        self._cache: PodCache | None = None
+        self._cache_since = 0.0
+        self._errors: dict[str, str] = {}
+        """Current problems by key (`scale`, `pods`, `scrape:<pod>:<i>`, `write`): message."""
+        self._last_decision: Decision | None = None
+        self._last_decision_at: str | None = None
+        self._last_scale: dict[str, Any] | None = None
+        self._last_logged_desired: int | None = None
+        self._ready = 0
+        self._not_ready = 0
+        self._warned_insecure = False
+        self.ticks = 0
+        self.late_ticks = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def warn_insecure_sources(self) -> None:
+        """Log once per source that skips TLS verification (the explicit bypass)."""
+        for i, source in enumerate(self.policy.sources):
+            eff = effective_source(source, self.ctx.daemon, self.ctx.insecure_default)
+            if eff.protocol == "https" and eff.tls.insecure_skip_verify:
+                origin = (
+                    "tlsConfig.insecureSkipVerify"
+                    if source.tls.insecure_skip_verify
+                    else "DaemonConfig tlsConfig.insecureSkipVerify"
+                    if self.ctx.daemon.tls.insecure_skip_verify
+                    else "--insecure-skip-tls-verify"
+                )
+                self.log.warning(
+                    "TLS verification is OFF for this metric source: anyone on the path can "
+                    "forge its metrics; set tlsConfig.caFile (and serverName) to verify instead",
+                    source=i,
+                    metric=source.target_metric,
+                    port=source.port,
+                    set_by=origin,
+                )
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.warn_insecure_sources()
+        interval = self.ctx.daemon.scrape_interval_seconds
+        next_at = loop.time()
+        try:
+            while True:
+                now = loop.time()
+                lag = max(0.0, now - next_at)
+                self.ctx.metrics.tick_lag_seconds.observe(lag)
+                if lag > 0.1 * interval:
+                    self.late_ticks += 1
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug must not kill the policy's loop
+                    self._problem("internal", f"internal error: {exc!r}")
+                    self.log.exception("tick failed")
+                interval = self.ctx.daemon.scrape_interval_seconds
+                next_at += interval
+                now = loop.time()
+                if next_at < now:  # overran: skip the missed slots, do not burst
+                    next_at = now + interval - ((now - next_at) % interval)
+                await asyncio.sleep(next_at - now)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self._cache is not None:
+            cache, self._cache = self._cache, None
+            try:
+                await self.ctx.kube.pods.release(cache)
+            except Exception:  # pragma: no cover - shutdown path
+                pass
+
+    # -- one tick ---------------------------------------------------------------------------
+
+    async def tick(self) -> Decision | None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.ticks += 1
+        p = self.policy
+        labels = (p.namespace, p.name)
+
+        scale = await self._read_scale(now)
+        if scale is None:
+            return None
+        self.ctx.metrics.current_replicas.labels(*labels).set(scale.replicas)
+
+        pods = self._pods(scale, now)
+        if pods is None:
+            return None
+        counted = [pod for pod in pods if pod.counts]
+        not_ready = [pod for pod in pods if not pod.deleting and not pod.counts]
+        self._ready, self._not_ready = len(counted), len(not_ready)
+        self.ctx.metrics.ready_pods.labels(*labels).set(len(counted))
+
+        samples = await self._scrape(counted)
+        decision = self.autoscaler.decide(
+            Tick(
+                now=now,
+                current_replicas=scale.replicas,
+                ready=len(counted),
+                not_ready=len(not_ready),
+                samples=samples,
+            )
+        )
+        self._record_decision(decision)
+        if decision.desired is not None and decision.desired != scale.replicas:
+            await self._apply(scale, decision)
+        return decision
+
+    async def _read_scale(self, now: float) -> ScaleInfo | None:
+        if self._scale is not None and now - self._scale_read_at < SCALE_REFRESH_SECONDS:
+            return self._scale
+        p = self.policy
+        try:
+            self._scale = await self.ctx.kube.get_scale(p.namespace, p.target)
+        except KubeError as exc:
+            self._problem(
+                "scale", f"cannot read the scale of the target: {exc}", event="FailedGetScale"
+            )
+            self._scale = None
+            return None
+        self._scale_read_at = now
+        self._resolved("scale")
+        return self._scale
+
+    def _pods(self, scale: ScaleInfo, now: float) -> list[PodInfo] | None:
+        p = self.policy
+        if not scale.selector:
+            self._problem(
+                "pods",
+                "the target's /scale has no status.selector, so its pods cannot be found; "
+                "the workload controller must publish one",
+            )
+            return None
+        if self._cache is None or self._cache.selector != scale.selector:
+            old = self._cache
+            self._cache = self.ctx.kube.pods.acquire(p.namespace, scale.selector)
+            self._cache_since = now
+            if old is not None:
+                asyncio.get_running_loop().create_task(self.ctx.kube.pods.release(old))
+        if not self._cache.synced:
+            if now - self._cache_since > POD_LIST_GRACE_SECONDS:
+                err = getattr(self._cache, "last_error", None)
+                self._problem(
+                    "pods", f"cannot list the pods ({scale.selector}): {err or 'no answer yet'}"
+                )
+            return None
+        self._resolved("pods")
+        return self._cache.pods()
+
+    async def _scrape(self, counted: list[PodInfo]) -> tuple[SourceSample, ...]:
+        p = self.policy
+        ctx = self.ctx
+        sources = [effective_source(s, ctx.daemon, ctx.insecure_default) for s in p.sources]
+        targets = [
+            ScrapeTarget(pod=pod.name, ip=pod.ip, source=source)
+            for source in sources
+            for pod in counted
+        ]
+        outcomes = (
+            await ctx.scraper.scrape(targets, timeout=ctx.daemon.scrape_timeout_seconds)
+            if targets
+            else []
+        )
+        n = len(counted)
+        samples: list[SourceSample] = []
+        live_keys: set[str] = set()
+        for i, source in enumerate(p.sources):
+            total = 0.0
+            answered = 0
+            for pod, outcome in zip(counted, outcomes[i * n : (i + 1) * n], strict=True):
+                key = f"scrape:{pod.name}:{i}"
+                live_keys.add(key)
+                ctx.metrics.scrape_duration_seconds.observe(outcome.duration_seconds)
+                if outcome.error is None and outcome.value is not None:
+                    ctx.metrics.scrapes_total.labels(p.namespace, p.name, "ok").inc()
+                    total += outcome.value
+                    answered += 1
+                    self._resolved(key, pod=pod.name)
+                else:
+                    kind = getattr(outcome.error, "kind", "error")
+                    ctx.metrics.scrapes_total.labels(p.namespace, p.name, str(kind)).inc()
+                    self._problem(
+                        key,
+                        str(outcome.error),
+                        pod=pod.name,
+                        metric=source.target_metric,
+                        event="FailedGetMetrics",
+                    )
+            sample = SourceSample(
+                total=total if answered else None, answered=answered, missing=n - answered
+            )
+            samples.append(sample)
+        for key in [k for k in self._errors if k.startswith("scrape:") and k not in live_keys]:
+            del self._errors[key]  # the pod is gone: forget its problem quietly
+        return tuple(samples)
+
+    def _record_decision(self, decision: Decision) -> None:
+        p = self.policy
+        m = self.ctx.metrics
+        labels = (p.namespace, p.name)
+        self._last_decision = decision
+        self._last_decision_at = _utc_now()
+        m.decisions_total.labels(p.namespace, p.name, decision.reason).inc()
+        for source, value in zip(p.sources, decision.values, strict=False):
+            gauge = m.metric_value.labels(p.namespace, p.name, source.target_metric)
+            if value is None:
+                try:
+                    m.metric_value.remove(p.namespace, p.name, source.target_metric)
+                except KeyError:
+                    pass
+            else:
+                gauge.set(value)
+        if decision.desired is not None:
+            m.desired_replicas.labels(*labels).set(decision.desired)
+        if decision.mode:
+            m.panic_mode.labels(*labels).set(1 if decision.mode == "panic" else 0)
+        prev = self._last_decision_mode
+        if decision.mode and prev and decision.mode != prev:
+            if decision.mode == "panic":
+                self.log.info("entering panic mode", detail=decision.detail)
+            else:
+                self.log.info("leaving panic mode", detail=decision.detail)
+        self._last_decision_mode = decision.mode
+
+    _last_decision_mode: str = ""
+
+    async def _apply(self, scale: ScaleInfo, decision: Decision) -> None:
+        assert decision.desired is not None
+        p = self.policy
+        ctx = self.ctx
+        desired = decision.desired
+        direction = "up" if desired > scale.replicas else "down"
+        if ctx.dry_run:
+            ctx.metrics.scale_operations_total.labels(
+                p.namespace, p.name, direction, "dry_run"
+            ).inc()
+            if self._last_logged_desired != desired:
+                self._last_logged_desired = desired
+                self.log.info(
+                    "would scale (dry run)",
+                    current=scale.replicas,
+                    desired=desired,
+                    reason=decision.reason,
+                    detail=decision.detail,
+                )
+            return
+        allowed, deadline = ctx.write_permission()
+        if not allowed:
+            return
+        started = time.monotonic()
+        try:
+            info = await ctx.kube.set_replicas(
+                p.namespace, p.target, desired, observed=scale, deadline=deadline
+            )
+        except KubeError as exc:
+            ctx.metrics.scale_operations_total.labels(p.namespace, p.name, direction, "error").inc()
+            self._problem("write", f"cannot scale to {desired}: {exc}", event="FailedRescale")
+            self._scale = None  # re-read before the next attempt
+            return
+        ctx.metrics.scale_operations_total.labels(p.namespace, p.name, direction, "ok").inc()
+        self._resolved("write")
+        self._scale = info
+        self._scale_read_at = asyncio.get_running_loop().time()
+        self._last_scale = {
+            "time": _utc_now(),
+            "from": scale.replicas,
+            "to": info.replicas,
+            "reason": decision.reason,
+        }
+        self.log.info(
+            "scaled",
+            old=scale.replicas,
+            new=info.replicas,
+            reason=decision.reason,
+            detail=decision.detail,
+            mode=decision.mode or None,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        await ctx.kube.record_event(
+            p.namespace,
+            p.target,
+            "Normal",
+            "SuccessfulRescale",
+            f"New size: {info.replicas}; reason: {decision.reason}"
+            + (f" ({decision.detail})" if decision.detail else ""),
+            uid=scale.uid or None,
+        )
+
+    # -- problems, logged on change ----------------------------------------------------------
+
+    def _problem(self, key: str, message: str, *, event: str | None = None, **fields: Any) -> None:
+        if self._errors.get(key) == message:
+            return
+        self._errors[key] = message
+        self.log.warning(message, **fields)
+        if event is not None and not self.ctx.dry_run and self.ctx.write_permission()[0]:
+            p = self.policy
+            asyncio.get_running_loop().create_task(
+                self.ctx.kube.record_event(p.namespace, p.target, "Warning", event, message[:1000])
+            )
+
+    def _resolved(self, key: str, **fields: Any) -> None:
+        if self._errors.pop(key, None) is not None:
+            self.log.info("recovered", step=key.split(":")[0], **fields)
+
+    # -- /status -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        p = self.policy
+        d = self._last_decision
+        metrics: dict[str, float | None] = {}
+        for i, source in enumerate(p.sources):
+            value = d.values[i] if d is not None and i < len(d.values) else None
+            metrics[source.target_metric] = value
+        errors = list(self._errors.values())
+        return {
+            "namespace": p.namespace,
+            "name": p.name,
+            "strategy": p.strategy.value,
+            "target": f"{p.target.kind}/{p.target.name}",
+            "min_replicas": p.min_replicas,
+            "max_replicas": p.max_replicas,
+            "current_replicas": self._scale.replicas if self._scale is not None else None,
+            "desired_replicas": d.desired if d is not None else None,
+            "ready_pods": self._ready,
+            "not_ready_pods": self._not_ready,
+            "metrics": metrics,
+            "targets": {s.target_metric: s.target_value for s in p.sources},
+            "mode": (d.mode or None) if d is not None else None,
+            "reason": d.reason if d is not None else None,
+            "detail": d.detail if d is not None else None,
+            "last_decision_time": self._last_decision_at,
+            "last_scale": self._last_scale,
+            "last_error": errors[0] if errors else None,
+            "errors": errors[:20],
+            "ticks": self.ticks,
+            "late_ticks": self.late_ticks,
+        }

@@ -1,0 +1,343 @@
+"""The supervisor: owns every task, handles signals, reloads, and stops cleanly.
+
+- SIGTERM/SIGINT: stop within `SHUTDOWN_SECONDS` (release the Lease, close sessions), exit 0.
+- SIGHUP, or a change of a configuration file on disk: reload. A configuration that fails
+  validation is logged with every problem and the running one stays in force. Policies that
+  did not change keep their reconcilers, and with them their windows and panic state.
+- Root tasks are eternal: one that ends (or fails) unexpectedly stops the daemon with exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from autoscalerd import __version__
+from autoscalerd.config.load import ConfigErrors, expand_paths, load_config
+from autoscalerd.config.model import Config
+from autoscalerd.daemon.notify import Notifier
+from autoscalerd.daemon.options import RunOptions
+from autoscalerd.daemon.reconciler import DaemonContext, PolicyReconciler
+from autoscalerd.kube.client import KubeClient, connect
+from autoscalerd.kube.errors import KubeError
+from autoscalerd.kube.lease import LeaderElector
+from autoscalerd.logconfig import configure_logging
+from autoscalerd.scrape.client import Scraper
+from autoscalerd.server.app import HttpServer, parse_listen
+from autoscalerd.server.metrics import DaemonMetrics
+
+__all__ = ["Supervisor", "run_daemon"]
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_SECONDS = 4.0
+"""Budget for a clean stop (below the 5 s promised, and below systemd's TimeoutStopSec)."""
+CONFIG_POLL_SECONDS = 2.0
+"""How often the configuration files are checked for changes."""
+API_RETRY_SECONDS = 2.0
+
+
+def run_daemon(options: RunOptions) -> int:
+    """Entry point of `autoscalerd run`: returns the process exit code."""
+    configure_logging(options.log_format, options.log_level)
+    try:
+        parse_listen(options.listen)
+    except ValueError as exc:
+        print(f"autoscalerd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(list(options.config_paths))
+    except ConfigErrors as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        log.error("invalid configuration; not starting", problems=len(exc.problems))
+        return 2
+    return asyncio.run(Supervisor(options, config).run())
+
+
+class _FatalError(Exception):
+    pass
+
+
+class Supervisor:
+    def __init__(self, options: RunOptions, config: Config) -> None:
+        self.options = options
+        self.config = config
+        self.metrics = DaemonMetrics()
+        self.notifier = Notifier()
+        self.reconcilers: dict[str, tuple[PolicyReconciler, asyncio.Task[None]]] = {}
+        self.ctx: DaemonContext | None = None
+        self.kube: KubeClient | None = None
+        self.elector: LeaderElector | None = None
+        self._api_ok = False
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._exit_code = 0
+        self._file_stamps = self._stamp_files()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- StatusSource for the HTTP server ---------------------------------------------------
+
+    def is_ready(self) -> tuple[bool, str]:
+        if not self._api_ok:
+            return False, "the Kubernetes API has not answered yet"
+        return True, ""
+
+    def status(self) -> Mapping[str, Any]:
+        leader = None if self.elector is None else self.elector.is_leader
+        return {
+            "version": __version__,
+            "leader": leader,
+            "dry_run": self.options.dry_run,
+            "config_files": list(self.config.files),
+            "scrape_interval_seconds": self.config.daemon.scrape_interval_seconds,
+            "policies": [r.status() for r, _ in self.reconcilers.values()],
+        }
+
+    # -- main ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        server: HttpServer | None = None
+        try:
+            try:
+                self.kube = await connect(
+                    self.options.kubeconfig,
+                    self.options.context,
+                    self.options.in_cluster,
+                    api_timeout=self.config.daemon.api_timeout_seconds,
+                )
+            except KubeError as exc:
+                log.error("cannot load Kubernetes credentials", error=str(exc))
+                return 1
+            server = HttpServer(self, self.metrics, self.options.listen)
+            try:
+                await server.start()
+            except OSError as exc:
+                log.error("cannot listen", listen=self.options.listen, error=str(exc))
+                return 1
+            scraper = Scraper(daemon=self.config.daemon)
+            self.ctx = DaemonContext(
+                kube=self.kube,
+                scraper=scraper,
+                metrics=self.metrics,
+                daemon=self.config.daemon,
+                dry_run=self.options.dry_run,
+                insecure_default=self.options.insecure_skip_tls_verify,
+            )
+            if self.options.insecure_skip_tls_verify:
+                log.warning(
+                    "--insecure-skip-tls-verify: metric sources that do not set "
+                    "tlsConfig.insecureSkipVerify will not verify certificates"
+                )
+            if self.options.leader_elect:
+                self.elector = self.kube.leader_elector(self.config.daemon.leader_election)
+                self.elector.on_change(self._on_leadership)
+                self.ctx.write_permission = self._leader_permission
+                self.elector.start()
+                self.metrics.leader.set(0)
+            else:
+                self.metrics.leader.set(1)
+            log.info(
+                "autoscalerd started",
+                version=__version__,
+                server=self.kube.server,
+                credentials=self.kube.source,
+                listen=server.bound or self.options.listen,
+                policies=len(self.config.policies),
+                dry_run=self.options.dry_run or None,
+                leader_election=self.options.leader_elect or None,
+            )
+            self._spawn(self._wait_for_api(), "api-check")
+            self._spawn(self._watch_files(), "config-watch")
+            self._spawn(self._reload_loop(), "reload")
+            if self.notifier.watchdog_interval:
+                self._spawn(self._watchdog(), "watchdog")
+            self._apply_policies(self.config)
+            self.notifier.ready(f"{len(self.config.policies)} policies")
+            await self._stop.wait()
+            return self._exit_code
+        finally:
+            self.notifier.stopping()
+            await self._shutdown(server)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
+        self._background.add(task)
+
+    async def _guard(self, coro: Any, name: str) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("root task failed; stopping", task=name)
+            self._exit_code = 1
+            self._stop.set()
+            return
+        if not self._stop.is_set():
+            log.error("root task finished unexpectedly; stopping", task=name)
+            self._exit_code = 1
+            self._stop.set()
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if not self._stop.is_set():
+            log.info("stopping", signal=sig.name)
+        self._stop.set()
+
+    def _on_hup(self) -> None:
+        log.info("reload requested", signal="SIGHUP")
+        self._reload.set()
+
+    def _on_leadership(self, leading: bool) -> None:
+        self.metrics.leader.set(1 if leading else 0)
+        log.info("leadership acquired" if leading else "leadership lost; not writing")
+        self.notifier.status("leader" if leading else "follower")
+
+    def _leader_permission(self) -> tuple[bool, float | None]:
+        assert self.elector is not None
+        return self.elector.is_leader, self.elector.leader_deadline
+
+    async def _wait_for_api(self) -> None:
+        assert self.kube is not None
+        failures = 0
+        while True:
+            try:
+                version = await self.kube.server_version()
+            except KubeError as exc:
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning(
+                        "the Kubernetes API does not answer yet", error=str(exc), attempts=failures
+                    )
+                await asyncio.sleep(API_RETRY_SECONDS)
+                continue
+            self._api_ok = True
+            log.info("connected to the Kubernetes API", version=version)
+            await asyncio.Event().wait()  # eternal, as root tasks are
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval or 1.0
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # -- policies and reload -------------------------------------------------------------
+
+    def _apply_policies(self, config: Config) -> None:
+        assert self.ctx is not None
+        wanted = {p.key: p for p in config.policies}
+        for key in list(self.reconcilers):
+            reconciler, task = self.reconcilers[key]
+            new = wanted.get(key)
+            if new is not None and new == reconciler.policy:
+                continue
+            task.cancel()
+            del self.reconcilers[key]
+            self.metrics.forget_policy(reconciler.policy.namespace, reconciler.policy.name)
+            log.info(
+                "policy removed" if new is None else "policy changed; restarting it", policy=key
+            )
+        for key, policy in wanted.items():
+            if key in self.reconcilers:
+                continue
+            reconciler = PolicyReconciler(policy, self.ctx)
+            task = asyncio.get_running_loop().create_task(reconciler.run(), name=f"policy {key}")
+            self.reconcilers[key] = (reconciler, task)
+        # keep file order for /status
+        self.reconcilers = {k: self.reconcilers[k] for k in wanted}
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            await self._do_reload()
+
+    async def _do_reload(self) -> None:
+        assert self.ctx is not None
+        self.notifier.reloading()
+        self._file_stamps = self._stamp_files()
+        try:
+            config = load_config(list(self.options.config_paths))
+        except ConfigErrors as exc:
+            self.metrics.config_reloads_total.labels("error").inc()
+            log.error(
+                "reload failed; the running configuration stays in force",
+                problems=[str(p) for p in exc.problems],
+            )
+            self.notifier.ready("reload failed; previous configuration in force")
+            return
+        old_daemon = self.config.daemon
+        self.config = config
+        if config.daemon != old_daemon:
+            old_scraper = self.ctx.scraper
+            self.ctx.scraper = Scraper(daemon=config.daemon)
+            self.ctx.daemon = config.daemon
+            self._spawn_close_later(old_scraper)
+        self._apply_policies(config)
+        self.metrics.config_reloads_total.labels("ok").inc()
+        log.info("configuration reloaded", policies=len(config.policies))
+        self.notifier.ready(f"{len(config.policies)} policies")
+
+    def _spawn_close_later(self, scraper: Scraper) -> None:
+        async def close_later() -> None:
+            await asyncio.sleep(self.config.daemon.scrape_interval_seconds * 2)
+            await scraper.close()
+
+        task = asyncio.get_running_loop().create_task(close_later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _stamp_files(self) -> dict[str, tuple[float, int] | None]:
+        stamps: dict[str, tuple[float, int] | None] = {}
+        files, _ = expand_paths(self.options.config_paths)
+        for path in (*self.options.config_paths, *files):
+            try:
+                st = os.stat(path)
+                stamps[path] = (st.st_mtime, st.st_size)
+            except OSError:
+                stamps[path] = None
+        return stamps
+
+    async def _watch_files(self) -> None:
+        while True:
+            await asyncio.sleep(CONFIG_POLL_SECONDS)
+            stamps = await asyncio.to_thread(self._stamp_files)
+            if stamps != self._file_stamps:
+                self._file_stamps = stamps
+                log.info("configuration files changed; reloading")
+                self._reload.set()
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def _shutdown(self, server: HttpServer | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_SECONDS
+        tasks = [t for _, t in self.reconcilers.values()] + list(self._background)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(0.1, deadline - loop.time() - 2.0))
+            for task in pending:
+                log.warning("task did not stop in time", task=task.get_name())
+        if self.kube is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(max(0.1, deadline - loop.time() - 0.5)):
+                    await self.kube.close()  # releases the Lease, stops watches, flushes events
+        if self.ctx is not None:
+            with contextlib.suppress(Exception):
+                await self.ctx.scraper.close()
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.stop()
+        log.info("stopped")

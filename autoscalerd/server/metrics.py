@@ -1,0 +1,118 @@
+"""The daemon's own Prometheus metrics (prometheus-client), on a registry of its own.
+
+Each daemon instance gets a fresh `CollectorRegistry`, so tests never share state through the
+global default registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["DaemonMetrics"]
+
+_SCRAPE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class DaemonMetrics:
+    """Every metric the daemon exports; label names are part of the public contract."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.scrapes_total = Counter(
+            "autoscalerd_scrapes_total",
+            "Pod metric scrapes by outcome (ok, or the failure kind: timeout, tls_verify, forbidden, …).",
+            ["namespace", "autoscaler", "result"],
+            registry=r,
+        )
+        self.scrape_duration_seconds = Histogram(
+            "autoscalerd_scrape_duration_seconds",
+            "Time to fetch and parse one pod's metrics page.",
+            buckets=_SCRAPE_BUCKETS,
+            registry=r,
+        )
+        self.metric_value = Gauge(
+            "autoscalerd_metric_value",
+            "Last total of a policy's metric over its counted pods (absent while there is no data).",
+            ["namespace", "autoscaler", "metric"],
+            registry=r,
+        )
+        self.desired_replicas = Gauge(
+            "autoscalerd_desired_replicas",
+            "Replica count the policy last decided on.",
+            ["namespace", "autoscaler"],
+            registry=r,
+        )
+        self.current_replicas = Gauge(
+            "autoscalerd_current_replicas",
+            "spec.replicas of the scale target as last read.",
+            ["namespace", "autoscaler"],
+            registry=r,
+        )
+        self.ready_pods = Gauge(
+            "autoscalerd_ready_pods",
+            "Pods of the target that count: Running, Ready, with an IP, not being deleted.",
+            ["namespace", "autoscaler"],
+            registry=r,
+        )
+        self.scale_operations_total = Counter(
+            "autoscalerd_scale_operations_total",
+            "Writes to the /scale subresource by direction (up, down) and result (ok, error, dry_run).",
+            ["namespace", "autoscaler", "direction", "result"],
+            registry=r,
+        )
+        self.panic_mode = Gauge(
+            "autoscalerd_panic_mode",
+            "1 while a KPA policy is in panic mode, else 0.",
+            ["namespace", "autoscaler"],
+            registry=r,
+        )
+        self.decisions_total = Counter(
+            "autoscalerd_decisions_total",
+            "Decisions by reason (stable, panic, no-data, rate-limited, …).",
+            ["namespace", "autoscaler", "reason"],
+            registry=r,
+        )
+        self.tick_lag_seconds = Histogram(
+            "autoscalerd_tick_lag_seconds",
+            "How late a policy's tick started relative to its schedule.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.config_reloads_total = Counter(
+            "autoscalerd_config_reloads_total",
+            "Configuration reloads by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
+        self.leader = Gauge(
+            "autoscalerd_leader",
+            "1 while this instance may write (leader, or leader election off), else 0.",
+            registry=r,
+        )
+
+    def forget_policy(self, namespace: str, name: str) -> None:
+        """Drop the series of a policy that was removed by a reload."""
+        for metric in (
+            self.desired_replicas,
+            self.current_replicas,
+            self.ready_pods,
+            self.panic_mode,
+        ):
+            try:
+                metric.remove(namespace, name)
+            except KeyError:
+                pass
+        for labelled in (
+            self.metric_value,
+            self.scrapes_total,
+            self.scale_operations_total,
+            self.decisions_total,
+        ):
+            for labels in list(labelled._metrics):  # no public API to list children
+                if labels[:2] == (namespace, name):
+                    labelled.remove(*labels)

@@ -498,12 +498,14 @@ class Sandbox:
     async def wait_for_replicas(
         self, namespace: str, name: str, replicas: int, timeout: float = 10.0, ready: bool = True
     ) -> None:
-        """Wait until the workload has exactly ``replicas`` live (and Ready) pods and no
-        terminating one; raises TimeoutError."""
+        """Wait until the workload has exactly ``replicas`` pods, all Ready (or, with
+        ``ready=False``, all Running, Ready or not) and none terminating; raises
+        TimeoutError."""
         wl = self._workload(namespace, name)
         deadline = time.monotonic() + timeout
         while True:
-            pods = wl.ready_pods() if ready else wl.live_pods()
+            running = [p for p in wl.live_pods() if p.phase == "Running"]
+            pods = wl.ready_pods() if ready else running
             if len(pods) == replicas and len(wl.pods) == replicas:
                 return
             if time.monotonic() > deadline:

@@ -48,7 +48,7 @@ _EXISTS_RE = re.compile(rf"^\s*(!?)\s*({_KEY})\s*$")
 def _split_top_level(text: str) -> list[str]:
     parts: list[str] = []
     depth = 0
-    current = []
+    current: list[str] = []
     for ch in text:
         if ch == "(":
             depth += 1

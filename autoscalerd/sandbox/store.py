@@ -4,6 +4,7 @@ per resource and watchers, like etcd behind the real API server."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import secrets
 import uuid
@@ -194,7 +195,7 @@ class Store:
             if w.rtype.key == rtype.key:
                 w.queue.put_nowait(("event", ev))
 
-    def events_since(self, rtype: ResourceType, rv: int) -> list[StoredEvent]:
+    def events_since(self, rtype: ResourceType, rv: int) -> builtins.list[StoredEvent]:
         """Events after ``rv``; raises Gone when ``rv`` is older than the history kept."""
         if rv < self.compacted_rv:
             raise Gone(rv, self.compacted_rv + 1)

@@ -40,37 +40,32 @@ class MeanWindow:
         return len(self._samples)
 
     def _add(self, value: float) -> None:
-        total = self._sum + value
-        if abs(self._sum) >= abs(value):
-            self._comp += (self._sum - total) + value
+        """Add `value` to the running sum (Neumaier's compensated summation)."""
+        old = self._sum
+        total = old + value
+        if abs(old) >= abs(value):
+            self._comp += (old - total) + value
         else:
-            self._comp += (value - total) + self._sum
+            self._comp += (value - total) + old
         self._sum = total
         self._since_exact += 1
 
-    def _resum_if_due(self) -> None:
-        if not self._samples:
-            self._sum = self._comp = 0.0
-            self._since_exact = 0
-        elif self._since_exact > len(self._samples):
-            self._sum = math.fsum(v for _, v in self._samples)
-            self._comp = 0.0
-            self._since_exact = 0
-
     def record(self, now: float, value: float) -> None:
         """Add the sample `value` taken at `now` (not earlier than the last one recorded)."""
-        self._evict(now)
         self._samples.append((now, value))
         self._add(value)
-        self._resum_if_due()
+        self._evict(now)
 
     def _evict(self, now: float) -> None:
-        cutoff = now - self.duration_seconds
         samples = self._samples
+        cutoff = now - self.duration_seconds
         while samples and samples[0][0] <= cutoff:
-            _, old = samples.popleft()
-            self._add(-old)
-        self._resum_if_due()
+            self._add(-samples.popleft()[1])
+        if self._since_exact > len(samples):
+            # Re-add exactly once per len(window) updates: amortized O(1), no drift.
+            self._sum = math.fsum(v for _, v in samples) if samples else 0.0
+            self._comp = 0.0
+            self._since_exact = 0
 
     def average(self, now: float) -> float | None:
         """Return the mean of the samples in `(now − W, now]`, or None when there is none."""

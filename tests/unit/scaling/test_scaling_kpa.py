@@ -232,7 +232,13 @@ def test_kpa_panic_never_scales_down() -> None:
         ),
         pytest.param(3, 1000, 1.5, 2.0, 5, "rate-limited", id="scale-up-cap-rounds-up"),
         pytest.param(
-            1, 0, 2.0, 2.0, 1, "scale-to-zero-grace", id="one-pod-may-reach-0-after-grace"
+            1,
+            0,
+            2.0,
+            2.0,
+            1,
+            "scale-to-zero-grace",
+            id="one-pod-at-zero-demand-waits-for-the-grace-period",
         ),
         pytest.param(8, 10, 1000, 2.0, 4, "rate-limited", id="scale-down-floor-ready-over-rate"),
         pytest.param(9, 10, 1000, 4.0, 2, "rate-limited", id="scale-down-rate-floors"),

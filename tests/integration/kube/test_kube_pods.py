@@ -1,0 +1,161 @@
+"""The watch-based pod cache against the sandbox: scaling, dropped watches, 410, sharing."""
+
+from __future__ import annotations
+
+import pytest
+from kube_helpers import ClientFactory, eventually
+
+from autoscalerd.config.model import ScaleTargetRef
+from autoscalerd.kube import KubeClient, PodCache, WatchSettings
+from autoscalerd.sandbox import Sandbox
+
+DEPLOY = ScaleTargetRef(api_version="apps/v1", kind="Deployment", name="web")
+
+
+def counted(cache: PodCache) -> list[str]:
+    return sorted(p.name for p in cache.pods() if p.counts)
+
+
+def live(cache: PodCache) -> list[str]:
+    return sorted(p.name for p in cache.pods() if not p.deleting)
+
+
+def sandbox_ready(sb: Sandbox) -> list[str]:
+    return sorted(p.name for p in sb.pods("default", "web") if p.ready)
+
+
+async def test_follows_pods_as_the_deployment_scales(sb: Sandbox, kc: KubeClient) -> None:
+    await sb.add_deployment("default", "web", replicas=1, startup_seconds=0.3)
+    await sb.add_deployment("default", "other", replicas=1)
+    scale = await kc.get_scale("default", DEPLOY)
+    cache = kc.pods.acquire("default", scale.selector)
+    assert await cache.wait_synced(5)
+    assert cache.synced
+    assert counted(cache) == sandbox_ready(sb)
+    [pod] = cache.pods()
+    assert pod.phase == "Running" and pod.ready and pod.ip.startswith("127.")
+    assert pod.labels["app"] == "web"  # "other" is not selected
+
+    await kc.set_replicas("default", DEPLOY, 3)
+    # new pods appear first as not ready, then become ready
+    await eventually(lambda: len(live(cache)) == 3)
+    await sb.wait_for_replicas("default", "web", 3)
+    await eventually(lambda: counted(cache) == sandbox_ready(sb) and len(counted(cache)) == 3)
+
+    await kc.set_replicas("default", DEPLOY, 1)
+    await sb.wait_for_replicas("default", "web", 1)
+    await eventually(lambda: [p.name for p in cache.pods()] == sandbox_ready(sb))
+    assert cache.relists == 1  # everything came through the watch
+    assert cache.last_error is None
+
+
+async def test_deleting_pods_are_flagged_before_they_go(sb: Sandbox, kc: KubeClient) -> None:
+    sb.deletion_grace_seconds = 0.5
+    await sb.add_deployment("default", "web", replicas=2)
+    cache = kc.pods.acquire("default", "app=web")
+    assert await cache.wait_synced(5)
+    await sb.scale("default", "web", 1)
+    await eventually(lambda: any(p.deleting for p in cache.pods()))
+    assert len(counted(cache)) == 1
+    await eventually(lambda: len(cache.pods()) == 1)
+
+
+@pytest.mark.parametrize("abrupt", [False, True], ids=["clean-end", "connection-reset"])
+async def test_survives_a_dropped_watch(sb: Sandbox, kc: KubeClient, abrupt: bool) -> None:
+    await sb.add_deployment("default", "web", replicas=1)
+    cache = kc.pods.acquire("default", "app=web")
+    assert await cache.wait_synced(5)
+    await eventually(lambda: len(sb._api.store.watchers) == 1)
+    assert sb.faults.drop_watches(abrupt=abrupt) == 1
+    await sb.scale("default", "web", 2)
+    await sb.wait_for_replicas("default", "web", 2)
+    await eventually(lambda: counted(cache) == sandbox_ready(sb))
+    assert len(counted(cache)) == 2
+    assert cache.synced
+
+
+async def test_relists_after_410_gone(sb: Sandbox, kc: KubeClient) -> None:
+    await sb.add_deployment("default", "web", replicas=1)
+    cache = kc.pods.acquire("default", "app=web")
+    assert await cache.wait_synced(5)
+    await eventually(lambda: len(sb._api.store.watchers) == 1)
+    # history compacted: the open watch gets an ERROR 410 event, and a re-watch from
+    # the old resourceVersion would be refused too, so the cache must list again
+    await sb.scale("default", "web", 2)
+    sb.faults.expire_watches()
+    await eventually(lambda: cache.relists >= 2)
+    await sb.wait_for_replicas("default", "web", 2)
+    await eventually(lambda: counted(cache) == sandbox_ready(sb))
+    # and it keeps following changes afterwards
+    await sb.scale("default", "web", 1)
+    await sb.wait_for_replicas("default", "web", 1)
+    await eventually(lambda: [p.name for p in cache.pods()] == sandbox_ready(sb))
+
+
+async def test_watch_410_answer_relists(sb: Sandbox, kc: KubeClient) -> None:
+    await sb.add_deployment("default", "web", replicas=1)
+    cache = kc.pods.acquire("default", "app=web")
+    assert await cache.wait_synced(5)
+    await eventually(lambda: len(sb._api.store.watchers) == 1)
+    sb.faults.add("GET", r"/pods\?.*watch", status=410, count=1)
+    sb.faults.drop_watches()
+    await eventually(lambda: cache.relists >= 2)
+    assert cache.synced
+
+
+async def test_recovers_from_watch_errors_and_timeouts(
+    sb: Sandbox, new_client: ClientFactory
+) -> None:
+    kc = await new_client(api_timeout=0.5, watch=WatchSettings(backoff_base=0.05, backoff_max=0.2))
+    await sb.add_deployment("default", "web", replicas=1)
+    cache = kc.pods.acquire("default", "app=web")
+    assert await cache.wait_synced(5)
+    await eventually(lambda: len(sb._api.store.watchers) == 1)
+    # the next watches hang before answering (bounded by api_timeout), then fail with 500s
+    sb.faults.add("GET", r"/pods\?.*watch", status=None, delay=3.0, count=1)
+    sb.faults.add("GET", r"/pods\?", status=500, count=3)
+    sb.faults.drop_watches(abrupt=True)
+    await eventually(lambda: cache.last_error is not None)
+    await sb.scale("default", "web", 3)
+    await sb.wait_for_replicas("default", "web", 3)
+    await eventually(lambda: len(counted(cache)) == 3, timeout=8)
+    await eventually(lambda: cache.last_error is None)
+    assert cache.synced
+
+
+async def test_watch_ends_by_server_timeout_and_resumes(
+    sb: Sandbox, new_client: ClientFactory
+) -> None:
+    kc = await new_client(watch=WatchSettings(watch_timeout=(1.0, 1.0), read_grace=1.0))
+    await sb.add_deployment("default", "web", replicas=1)
+    cache = kc.pods.acquire("default", "app=web")
+    assert await cache.wait_synced(5)
+    # each watch ends after timeoutSeconds=1; the cache watches again from where it was
+    start_requests = sb._api.requests
+    await eventually(lambda: sb._api.requests >= start_requests + 2, timeout=4)
+    await sb.scale("default", "web", 2)
+    await sb.wait_for_replicas("default", "web", 2)
+    await eventually(lambda: len(counted(cache)) == 2)
+    assert cache.relists == 1  # resumed from the resourceVersion, no re-list
+
+
+async def test_caches_are_shared_and_stopped_when_unused(sb: Sandbox, kc: KubeClient) -> None:
+    await sb.add_deployment("default", "web", replicas=1)
+    a = kc.pods.acquire("default", "app=web")
+    b = kc.pods.acquire("default", "app=web")
+    assert a is b
+    assert await a.wait_synced(5)
+    other = kc.pods.acquire("default", "app=other")  # a selector change → another cache
+    assert other is not a
+    assert await other.wait_synced(5)
+    assert other.pods() == []
+    await eventually(lambda: len(sb._api.store.watchers) == 2)
+    await kc.pods.release(other)
+    await eventually(lambda: len(sb._api.store.watchers) == 1)
+    await kc.pods.release(a)
+    assert kc.pods.active() == [a]
+    await kc.pods.release(b)
+    assert kc.pods.active() == []
+    await eventually(lambda: len(sb._api.store.watchers) == 0)
+    with pytest.raises(ValueError):
+        kc.pods.acquire("default", "")

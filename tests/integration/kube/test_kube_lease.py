@@ -1,0 +1,161 @@
+"""Lease leader election against the sandbox (short timings: 2 s / 1.5 s / 0.3 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from kube_helpers import ClientFactory, eventually
+
+from autoscalerd.config.model import LeaderElection
+from autoscalerd.kube import KubeClient, LeaderElector
+from autoscalerd.sandbox import Sandbox
+from autoscalerd.sandbox.apiserver import LEASES
+
+FAST = LeaderElection(
+    lease_duration_seconds=2.0,
+    renew_deadline_seconds=1.5,
+    retry_period_seconds=0.3,
+    lease_name="autoscalerd",
+    lease_namespace="ops",
+)
+MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+async def two_electors(new_client: ClientFactory) -> tuple[LeaderElector, LeaderElector]:
+    a = (await new_client(identity="pod-a")).leader_elector(FAST)
+    b = (await new_client(identity="pod-b")).leader_elector(FAST)
+    return a, b
+
+
+def leaders(*electors: LeaderElector) -> list[str]:
+    return [e.identity for e in electors if e.is_leader]
+
+
+async def test_exactly_one_leads(sb: Sandbox, new_client: ClientFactory) -> None:
+    a, b = await two_electors(new_client)
+    changes: list[tuple[str, bool]] = []
+    a.on_change(lambda leading: changes.append(("pod-a", leading)))
+    b.on_change(lambda leading: changes.append(("pod-b", leading)))
+    a.start()
+    assert await a.wait_leading(3)
+    b.start()
+    # over several renew periods, exactly one leads and it stays the same
+    for _ in range(10):
+        await asyncio.sleep(0.15)
+        assert leaders(a, b) == ["pod-a"]
+    assert changes == [("pod-a", True)]
+    assert b.observed_holder == "pod-a"
+
+    lease = sb.lease("ops", "autoscalerd")
+    assert lease is not None
+    spec = lease["spec"]
+    assert spec["holderIdentity"] == "pod-a"
+    assert spec["leaseDurationSeconds"] == 2
+    assert spec["leaseTransitions"] == 0
+    assert MICRO_TIME.match(spec["renewTime"]) and MICRO_TIME.match(spec["acquireTime"])
+    assert spec["renewTime"] > spec["acquireTime"]  # renewed since acquired
+    deadline = a.leader_deadline
+    assert deadline is not None
+    assert 0 < deadline - asyncio.get_running_loop().time() <= FAST.renew_deadline_seconds
+
+
+async def test_release_on_stop_hands_over_at_once(sb: Sandbox, new_client: ClientFactory) -> None:
+    a, b = await two_electors(new_client)
+    a.start()
+    assert await a.wait_leading(3)
+    b.start()
+    await asyncio.sleep(0.4)
+    await a.stop()
+    assert not a.is_leader
+    released = sb.lease("ops", "autoscalerd")
+    assert released is not None
+    assert released["spec"]["holderIdentity"] in ("", "pod-b")
+    took = await eventually(lambda: b.is_leader, timeout=3)
+    # within about one (jittered) retry period, not a whole lease duration
+    assert took < FAST.retry_period_seconds * 1.2 + 0.3
+    lease = sb.lease("ops", "autoscalerd")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "pod-b"
+    assert lease["spec"]["leaseTransitions"] == 1
+
+
+async def test_crashed_leader_is_replaced_within_the_lease_duration(
+    sb: Sandbox, new_client: ClientFactory
+) -> None:
+    a, b = await two_electors(new_client)
+    a.start()
+    assert await a.wait_leading(3)
+    b.start()
+    await asyncio.sleep(0.5)
+    await a.stop(release=False)  # a crash: no more renewals, no release
+    lease = sb.lease("ops", "autoscalerd")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "pod-a"
+    took = await eventually(lambda: b.is_leader, timeout=5)
+    assert took <= FAST.lease_duration_seconds + FAST.retry_period_seconds * 1.2 + 0.3
+    assert took >= 1.0  # it did wait for the lease to expire
+    lease = sb.lease("ops", "autoscalerd")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "pod-b"
+    assert lease["spec"]["leaseTransitions"] == 1
+
+
+async def test_leader_that_cannot_renew_steps_down_by_the_renew_deadline(
+    sb: Sandbox, new_client: ClientFactory
+) -> None:
+    kc = await new_client(identity="pod-a", api_timeout=5.0)
+    a = kc.leader_elector(FAST)
+    lost = asyncio.Event()
+    a.on_change(lambda leading: None if leading else lost.set())
+    a.start()
+    assert await a.wait_leading(3)
+    # the API hangs on every lease request: each call is bounded by the renew deadline
+    sb.faults.add("*", r"/leases", status=None, delay=10.0, count=None)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await asyncio.wait_for(lost.wait(), timeout=3)
+    assert loop.time() - start <= FAST.renew_deadline_seconds + 0.1
+    assert not a.is_leader
+    assert a.leader_deadline is None
+    sb.faults.clear()
+    # it keeps campaigning and gets the (now expired) lease back
+    assert await a.wait_leading(5)
+
+
+async def test_leader_sees_another_holder_and_steps_down(sb: Sandbox, kc: KubeClient) -> None:
+    a = kc.leader_elector(FAST, identity="pod-a")
+    a.start()
+    assert await a.wait_leading(3)
+    # someone (wrongly) overwrites the lease: a must not keep believing it leads
+    lease = sb.lease("ops", "autoscalerd")
+    assert lease is not None
+    lease["spec"]["holderIdentity"] = "intruder"
+    sb.store.replace(LEASES, lease)
+    await eventually(lambda: not a.is_leader, timeout=2)
+
+
+async def test_default_namespace_and_identity(sb: Sandbox, kc: KubeClient) -> None:
+    e = kc.leader_elector(
+        LeaderElection(
+            lease_duration_seconds=2, renew_deadline_seconds=1.5, retry_period_seconds=0.3
+        )
+    )
+    assert e.namespace == "default"  # out of cluster
+    assert e.identity == kc.identity and e.identity
+    async with e:
+        assert await e.wait_leading(3)
+    lease = sb.lease("default", "autoscalerd")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == ""  # released on exit
+    assert lease["spec"]["leaseDurationSeconds"] == 1
+
+
+def test_invalid_timings_are_refused() -> None:
+    from autoscalerd.kube.lease import validate
+
+    validate(LeaderElection())
+    with pytest.raises(ValueError, match="leaseDuration"):
+        validate(LeaderElection(lease_duration_seconds=10, renew_deadline_seconds=10))
+    with pytest.raises(ValueError, match="renewDeadline"):
+        validate(LeaderElection(renew_deadline_seconds=2, retry_period_seconds=2))

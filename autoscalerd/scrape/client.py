@@ -21,6 +21,7 @@ One `Scraper` serves the whole daemon. Design points, each for a measured reason
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 import tempfile
@@ -32,6 +33,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+import yarl
 
 from autoscalerd import __version__
 from autoscalerd.config.model import (
@@ -125,7 +127,27 @@ class ScrapeStats:
 
     requests: int = 0
     connections_created: int = 0
-    connections_reused: int = 0
+
+    @property
+    def connections_reused(self) -> int:
+        """Requests that went over an already open connection."""
+        return self.requests - self.connections_created
+
+
+class _CountingConnector(aiohttp.TCPConnector):
+    """A TCPConnector that counts the connections it opens (each HTTPS one is a handshake).
+
+    Overrides the connector's connection factory instead of using a TraceConfig: tracing
+    fires several async signals per request and cost ~10 % of the scraper's CPU.
+    """
+
+    def __init__(self, stats: ScrapeStats, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stats = stats
+
+    async def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self._stats.connections_created += 1
+        return await super()._create_connection(*args, **kwargs)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -138,6 +160,16 @@ class _PageKey:
     https: bool
     tls: TLSConfig
     authorization: Authorization | None
+
+    @property
+    def yarl_url(self) -> yarl.URL:
+        """The URL pre-parsed once per distinct page (yarl parsing is ~15 µs per request)."""
+        return _parsed_url(self.url)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed_url(url: str) -> yarl.URL:
+    return yarl.URL(url)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -177,10 +209,8 @@ class Scraper:
         self._warned: set[MetricSource] = set()
         self._cert_notes: dict[tuple[str, int, str | None], _CertNote] = {}
         self.stats = ScrapeStats()
-        trace = aiohttp.TraceConfig()
-        trace.on_connection_create_end.append(self._on_connection_created)
-        trace.on_connection_reuseconn.append(self._on_connection_reused)
-        connector = aiohttp.TCPConnector(
+        connector = _CountingConnector(
+            self.stats,
             limit=self._daemon.max_concurrent_scrapes,
             limit_per_host=0,
             keepalive_timeout=KEEPALIVE_SECONDS,
@@ -190,7 +220,6 @@ class Scraper:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),  # the per-call deadline governs
-            trace_configs=[trace],
             auto_decompress=True,
             skip_auto_headers=("Accept-Encoding",),
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -211,12 +240,6 @@ class Scraper:
         """Close every pooled connection; the scraper is unusable afterwards."""
         await self._session.close()
 
-    async def _on_connection_created(self, *_: Any) -> None:
-        self.stats.connections_created += 1
-
-    async def _on_connection_reused(self, *_: Any) -> None:
-        self.stats.connections_reused += 1
-
     async def scrape(
         self, targets: Sequence[ScrapeTarget], *, timeout: float
     ) -> list[ScrapeOutcome]:
@@ -230,7 +253,22 @@ class Scraper:
         for index, target in enumerate(targets):
             pages.setdefault(self._page_key(target), []).append(index)
         keys = list(pages)
-        fetched = await asyncio.gather(*(self._fetch_page(k, timeout) for k in keys))
+        # One deadline for the whole call (a single timer, not one per request): fetches still
+        # running at the deadline are cancelled and reported as timeouts.
+        started = time.perf_counter()
+        tasks = [asyncio.ensure_future(self._fetch_page(k, timeout)) for k in keys]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        fetched = [
+            task.result()
+            if task.done() and not task.cancelled()
+            else self._timeout_page(key, timeout, time.perf_counter() - started)
+            for key, task in zip(keys, tasks, strict=True)
+        ]
         outcomes: list[ScrapeOutcome | None] = [None] * len(targets)
         for key, page in zip(keys, fetched, strict=True):
             indices = pages[key]
@@ -271,24 +309,27 @@ class Scraper:
     async def _fetch_page(self, key: _PageKey, timeout: float) -> _Page:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
-                async with self._semaphore:
-                    text = await self._fetch(key, timeout)
+            async with self._semaphore:
+                text = await self._fetch(key, timeout)
         except ScrapeError as exc:
             return _Page(text=None, error=exc, duration_seconds=time.perf_counter() - started)
         except TimeoutError:
-            error = ScrapeError(
-                ScrapeErrorKind.TIMEOUT,
-                key.url,
-                f"no complete answer within {timeout:g}s. The pod may be overloaded or the "
-                "port firewalled; raise scrapeTimeout (it must stay below scrapeInterval) or "
-                "check the pod.",
-            )
-            return _Page(text=None, error=error, duration_seconds=time.perf_counter() - started)
+            return self._timeout_page(key, timeout, time.perf_counter() - started)
         except Exception as exc:
             error = await self._classify(exc, key, timeout)
             return _Page(text=None, error=error, duration_seconds=time.perf_counter() - started)
         return _Page(text=text, error=None, duration_seconds=time.perf_counter() - started)
+
+    @staticmethod
+    def _timeout_page(key: _PageKey, timeout: float, duration: float) -> _Page:
+        error = ScrapeError(
+            ScrapeErrorKind.TIMEOUT,
+            key.url,
+            f"no complete answer within {timeout:g}s. The pod may be overloaded or the port "
+            "firewalled; raise scrapeTimeout (it must stay below scrapeInterval) or check the "
+            "pod.",
+        )
+        return _Page(text=None, error=error, duration_seconds=duration)
 
     async def _fetch(self, key: _PageKey, timeout: float) -> str:
         headers = {
@@ -306,7 +347,7 @@ class Scraper:
                 kwargs["server_hostname"] = key.tls.server_name
         self.stats.requests += 1
         async with self._session.get(
-            key.url, headers=headers, allow_redirects=False, **kwargs
+            key.yarl_url, headers=headers, allow_redirects=False, **kwargs
         ) as resp:
             if resp.status != 200:
                 preview = await resp.content.read(ERROR_BODY_PREVIEW_BYTES)
@@ -315,6 +356,9 @@ class Scraper:
             length = resp.content_length
             if encoding == "identity" and length is not None and length > self._limit:
                 raise self._too_large(key, f"Content-Length is {length} bytes")
+            if encoding == "identity" and length is not None:
+                # Fast path: the size is known and within the limit (checked above).
+                return (await resp.read()).decode("utf-8", errors="replace")
             body = bytearray()
             async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
                 body += chunk

@@ -32,6 +32,8 @@ __all__ = ["Credentials", "load_credentials"]
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 EXEC_REFRESH_WITHOUT_EXPIRY = 600.0
 """Re-run an exec plugin that reports no expiry at least this often (seconds)."""
+LOAD_TIMEOUT = 60.0
+"""Bound on loading a kubeconfig, exec plugin run included (kubernetes_asyncio has none)."""
 
 
 @dataclass(slots=True)
@@ -126,14 +128,28 @@ async def _load_kubeconfig(
         )
     try:
         merged = KubeConfigMerger(path)
+        doc: dict[str, Any] = merged.config.value if merged.config is not None else {}
+        names = [str(c["name"]) for c in doc.get("contexts") or []]
+        wanted = context or doc.get("current-context")
+        if not wanted or wanted not in names:
+            raise KubeConfigError(
+                f"kubeconfig {path}: context {wanted!r} not found "
+                f"(available: {', '.join(names) or 'none'})"
+            )
         # config_base_path=None: relative file names resolve against each file's directory.
         # No config_persister: the daemon never writes the user's kubeconfig.
         loader = KubeConfigLoader(
             config_dict=merged.config, active_context=context, config_base_path=None
         )
-        await loader.load_and_set(configuration)
+        async with asyncio.timeout(LOAD_TIMEOUT):
+            await loader.load_and_set(configuration)
     except KubeConfigError:
         raise
+    except TimeoutError as exc:
+        raise KubeConfigError(
+            f"kubeconfig {path}: loading credentials took over {LOAD_TIMEOUT:g}s "
+            "(a hung exec plugin?)"
+        ) from exc
     except (ConfigException, OSError, KeyError, ValueError, TypeError, AssertionError) as exc:
         where = f"{path} (context {context!r})" if context else path
         raise KubeConfigError(f"kubeconfig {where}: {type(exc).__name__}: {exc}") from exc

@@ -23,12 +23,13 @@ from autoscalerd.kube.errors import (
     KubeUnavailable,
     Op,
 )
-from autoscalerd.kube.events import EventSettings, EventType
+from autoscalerd.kube.events import EventReason, EventSettings, EventType
 from autoscalerd.kube.lease import LeaderElector
 from autoscalerd.kube.pods import PodCache, PodCaches, PodInfo, WatchSettings
 from autoscalerd.kube.scale import RetryPolicy, ScaleInfo
 
 __all__ = [
+    "EventReason",
     "EventSettings",
     "EventType",
     "KubeClient",

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Literal
 
 import structlog
@@ -25,9 +26,20 @@ from autoscalerd.kube.errors import KubeError, KubeNotFound, Op
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["EventRecorder", "EventSettings", "EventType"]
+__all__ = ["EventReason", "EventRecorder", "EventSettings", "EventType"]
 
 EventType = Literal["Normal", "Warning"]
+
+
+class EventReason(StrEnum):
+    """The reasons autoscalerd records (HPA's names where HPA has one)."""
+
+    SUCCESSFUL_RESCALE = "SuccessfulRescale"
+    FAILED_RESCALE = "FailedRescale"
+    FAILED_GET_METRICS = "FailedGetMetrics"
+    FAILED_GET_SCALE = "FailedGetScale"
+
+
 COMPONENT = "autoscalerd"
 AGGREGATE_WINDOW = 600.0
 MIN_PATCH_INTERVAL = 10.0
@@ -90,6 +102,7 @@ class EventRecorder:
         uid: str | None = None,
     ) -> None:
         """Record (or aggregate) an event on `involved`. Never raises `KubeError`."""
+        reason = str(reason)
         message = message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
         key: _Key = (
             namespace,

@@ -41,7 +41,7 @@ class PodInfo:
     """Condition `Ready` is `True`."""
     deleting: bool
     """`metadata.deletionTimestamp` is set."""
-    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     @property
     def counts(self) -> bool:

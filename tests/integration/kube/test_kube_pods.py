@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
+import yaml
+from aiohttp import web
 from kube_helpers import ClientFactory, eventually
 
 from autoscalerd.config.model import ScaleTargetRef
-from autoscalerd.kube import KubeClient, PodCache, WatchSettings
+from autoscalerd.kube import KubeClient, PodCache, WatchSettings, connect
 from autoscalerd.sandbox import Sandbox
 
 DEPLOY = ScaleTargetRef(api_version="apps/v1", kind="Deployment", name="web")
@@ -159,3 +164,61 @@ async def test_caches_are_shared_and_stopped_when_unused(sb: Sandbox, kc: KubeCl
     await eventually(lambda: len(sb._api.store.watchers) == 0)
     with pytest.raises(ValueError):
         kc.pods.acquire("default", "")
+
+
+async def test_half_open_watch_is_dropped_by_the_read_timeout(tmp_path: Path) -> None:
+    """A server that accepts the watch and then never sends a byte (a half-open TCP
+    connection looks the same to the client): the cache gives up on it after
+    timeoutSeconds + read_grace and watches again, instead of hanging forever."""
+    watches = 0
+    hang = asyncio.Event()
+
+    async def pods(request: web.Request) -> web.StreamResponse:
+        nonlocal watches
+        if request.query.get("watch") != "true":
+            pod = {
+                "metadata": {"name": "p", "labels": {"app": "x"}, "resourceVersion": "5"},
+                "status": {"phase": "Running", "podIP": "10.0.0.1"},
+            }
+            return web.json_response({"metadata": {"resourceVersion": "7"}, "items": [pod]})
+        watches += 1
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+        await hang.wait()  # never writes, never ends
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/default/pods", pods)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
+    settings = WatchSettings(watch_timeout=(1.0, 1.0), read_grace=0.5, backoff_base=0.05)
+    kc = await connect(str(kubeconfig), None, False, 2.0, watch=settings)
+    try:
+        cache = kc.pods.acquire("default", "app=x")
+        assert await cache.wait_synced(3)
+        assert [p.name for p in cache.pods()] == ["p"]
+        took = await eventually(lambda: cache.last_error is not None, timeout=4)
+        assert 1.4 <= took <= 3.0
+        assert "no data for 1.5s" in str(cache.last_error)
+        await eventually(lambda: watches >= 2, timeout=3)  # it watched again
+        assert [p.name for p in cache.pods()] == ["p"]  # and kept what it knew
+    finally:
+        hang.set()
+        await kc.close()
+        await runner.cleanup()

@@ -62,7 +62,9 @@ State for assertions: ``sb.replicas(ns, name)`` (spec.replicas), ``sb.ready_repl
 ``sb.replica_history(ns, name)``, ``sb.writes`` (every POST/PUT/PATCH/DELETE as
 ``WriteRecord(time, method, path, query, content_type, body, status)``, including those
 answered by a fault), ``sb.scale_writes(ns=None, name=None)``, ``sb.events``,
-``sb.event_reasons(ns, name)``, ``sb.leases``, ``sb.lease(ns, name)``, ``sb.store``;
+``sb.event_reasons(ns, name)``, ``sb.leases``, ``sb.lease(ns, name)``, ``sb.store``,
+``sb.requests`` (the last 20,000 API requests as ``RequestRecord(time, method, path,
+query, status)``), ``sb.api_request_count``, ``sb.open_watches`` (open watch streams);
 ``await sb.scale(ns, name, n)`` (like kubectl scale), ``await sb.wait_for_replicas(...)``,
 ``await sb.wait_for_spec_replicas(...)``.
 
@@ -87,7 +89,7 @@ seed scenario (metrics-server in kube-system, self-signed TLS on 10250, go_threa
 prints the kubeconfig path.
 """
 
-from .apiserver import WriteRecord
+from .apiserver import RequestRecord, WriteRecord
 from .faults import ApiFault, Faults, PodFault
 from .sandbox import MetricsEndpoint, Sandbox, SimPod, Workload
 
@@ -96,6 +98,7 @@ __all__ = [
     "Faults",
     "MetricsEndpoint",
     "PodFault",
+    "RequestRecord",
     "Sandbox",
     "SimPod",
     "Workload",

@@ -6,8 +6,10 @@ import asyncio
 import base64
 import copy
 import json
+import math
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -133,6 +135,17 @@ def conflict(rtype: ResourceType, name: str) -> ApiError:
 
 
 @dataclass
+class RequestRecord:
+    """One request the API server received (kept for the last 20,000)."""
+
+    time: float  # time.time()
+    method: str
+    path: str
+    query: str
+    status: int  # 0 while a watch is still streaming
+
+
+@dataclass
 class WriteRecord:
     """One write request the API server received (also those answered by a fault)."""
 
@@ -165,7 +178,8 @@ class ApiServer:
         self.watch_timeout_seconds = watch_timeout_seconds
         self.bookmark_interval_seconds = bookmark_interval_seconds
         self.writes: list[WriteRecord] = []
-        self.requests = 0
+        self.requests = 0  # every request received, a count
+        self.request_log: deque[RequestRecord] = deque(maxlen=20000)
         self.port = 0
         self.host = "127.0.0.1"
         self._runner: web.AppRunner | None = None
@@ -217,6 +231,8 @@ class ApiServer:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.requests += 1
+        record = RequestRecord(time.time(), request.method, request.path, request.query_string, 0)
+        self.request_log.append(record)
         public = request.path in ("/healthz", "/livez", "/readyz", "/version", "/version/")
         if not public and not self._authenticated(request):
             return ApiError(401, "Unauthorized").response()
@@ -231,9 +247,9 @@ class ApiServer:
             if fault is not None and fault.status is not None:
                 headers = {}
                 if fault.retry_after is not None:
-                    headers["Retry-After"] = str(int(fault.retry_after))
+                    headers["Retry-After"] = str(math.ceil(fault.retry_after))
                 details = (
-                    {"retryAfterSeconds": int(fault.retry_after)}
+                    {"retryAfterSeconds": math.ceil(fault.retry_after)}
                     if fault.retry_after is not None
                     else None
                 )
@@ -242,6 +258,7 @@ class ApiServer:
             resp = await handler(request)
         except ApiError as err:
             resp = err.response()
+        record.status = resp.status
         if is_write:
             try:
                 body: Any = json.loads(raw) if raw else None
@@ -545,17 +562,22 @@ class ApiServer:
                         last_rv = ev.rv
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + timeout
+                bookmark_at = loop.time() + self.bookmark_interval_seconds
                 while not self._closing:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
-                    wait = (
-                        min(remaining, self.bookmark_interval_seconds) if bookmarks else remaining
-                    )
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        break  # the client went away
+                    wait = min(remaining, 0.5)
+                    if bookmarks:
+                        wait = min(wait, max(bookmark_at - loop.time(), 0.0))
                     try:
                         kind, payload = await asyncio.wait_for(watcher.queue.get(), wait)
                     except TimeoutError:
-                        if bookmarks:
+                        if bookmarks and loop.time() >= bookmark_at:
+                            bookmark_at = loop.time() + self.bookmark_interval_seconds
                             meta = {"resourceVersion": str(self.store.rv)}
                             await send(
                                 "BOOKMARK",

@@ -33,6 +33,7 @@ from .apiserver import (
     STATEFULSETS,
     WIDGETS,
     ApiServer,
+    RequestRecord,
     WriteRecord,
 )
 from .faults import Faults, PodFault
@@ -246,7 +247,6 @@ class Sandbox:
         self.token_file.chmod(0o600)
         self._write_kubeconfig()
         self._started = True
-        log.debug("sandbox started", api=self.api_url, kubeconfig=str(self.kubeconfig_path))
 
     async def stop(self) -> None:
         if not self._started:
@@ -264,6 +264,21 @@ class Sandbox:
     @property
     def api_url(self) -> str:
         return f"https://{self.api_host}:{self._api.port}"
+
+    @property
+    def api_request_count(self) -> int:
+        """How many requests the API server received (all verbs, also failed ones)."""
+        return self._api.requests
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """The last 20,000 API requests (method, path, query, status), oldest first."""
+        return list(self._api.request_log)
+
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams are open now."""
+        return len(self.store.watchers)
 
     @property
     def writes(self) -> list[WriteRecord]:

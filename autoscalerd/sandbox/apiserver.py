@@ -715,11 +715,12 @@ class ApiServer:
         if rtype.group not in ("example.com",):
             accepted.insert(2, STRATEGIC)
         ctype = content_type.split(";")[0].strip().lower()
-        if ctype not in accepted or ctype == APPLY:
+        if ctype not in accepted or ctype == APPLY:  # server-side apply: not simulated
+            supported = [t for t in accepted if t != APPLY]
             raise ApiError(
                 415,
                 "the body of the request was in an unknown format - accepted media types "
-                f"include: {', '.join(accepted)}",
+                f"include: {', '.join(supported)}",
             )
         try:
             if ctype == JSON_PATCH:

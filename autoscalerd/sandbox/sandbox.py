@@ -917,6 +917,12 @@ class Sandbox:
             raise
         pod._site = site
 
+    async def _relisten(self, pod: SimPod) -> None:
+        try:
+            await self._listen(pod)
+        except OSError as exc:
+            log.warning("sandbox pod cannot listen again", pod=pod.name, ip=pod.ip, error=str(exc))
+
     async def _unlisten(self, pod: SimPod) -> None:
         if pod._site is not None:
             site, pod._site = pod._site, None
@@ -941,7 +947,7 @@ class Sandbox:
                 if refuse and pod.listening:
                     self._spawn(self._stop_endpoint(pod))
                 elif not refuse and not pod.listening:
-                    self._spawn(self._listen(pod))
+                    self._spawn(self._relisten(pod))
 
     async def _serve_pod(self, pod: SimPod, request: web.BaseRequest) -> web.StreamResponse:
         pod.requests += 1

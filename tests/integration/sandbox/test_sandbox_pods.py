@@ -201,9 +201,14 @@ async def test_taken_addresses_are_skipped_and_sandboxes_coexist(tmp_path: Path)
 async def test_cli_prints_kubeconfig(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         __import__("sys").executable, "-m", "autoscalerd.sandbox", "--workdir", str(tmp_path),
-        "--duration", "0.5", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "--duration", "0.5", "--workloads", "2", "--pods", "2",
+        "--info-file", str(tmp_path / "info.json"), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0
     assert f"kubeconfig: {tmp_path / 'kubeconfig'}" in out.decode()
     assert (tmp_path / "kubeconfig").exists()
+    info = __import__("json").loads((tmp_path / "info.json").read_text())
+    assert info["kubeconfig"] == str(tmp_path / "kubeconfig")
+    assert [len(w["pods"]) for w in info["workloads"]] == [1, 2, 2]
+    assert info["workloads"][0]["selector"] == "k8s-app=metrics-server"

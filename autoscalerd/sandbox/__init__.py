@@ -28,8 +28,11 @@ Sandbox(workdir, *, ip_base=None, api_host="127.0.0.1", api_port=0, token=None,
     port is already taken. ``history_size`` is how many events per resource a watch can
     resume from before answering 410 Gone.
 
-Files (under ``workdir``): ``kubeconfig_path`` (context ``sandbox``: bearer ``token``;
-context ``sandbox-cert``: a client certificate), ``token_file``, ``api_ca_file``,
+Files (under ``workdir``): ``kubeconfig_path`` (context ``sandbox``, the current one:
+bearer ``token``; ``sandbox-cert``: a client certificate; ``sandbox-exec``: an exec
+credential plugin printing the token of ``token_file``), ``token_file``,
+``serviceaccount_dir`` (``token``, ``ca.crt``, ``namespace`` as mounted in a pod; with
+``sb.incluster_env()`` for KUBERNETES_SERVICE_HOST/PORT), ``api_ca_file``,
 ``metrics_ca_file`` (signs ``ca``/``mtls`` pod certificates and the client certificate),
 ``metrics_client_cert_file``/``metrics_client_key_file``; ``api_url``.
 
@@ -66,7 +69,8 @@ answered by a fault), ``sb.scale_writes(ns=None, name=None)``, ``sb.events``,
 ``sb.requests`` (the last 20,000 API requests as ``RequestRecord(time, method, path,
 query, status)``), ``sb.api_request_count``, ``sb.open_watches`` (open watch streams);
 ``await sb.scale(ns, name, n)`` (like kubectl scale), ``await sb.wait_for_replicas(...)``,
-``await sb.wait_for_spec_replicas(...)``.
+``await sb.wait_for_spec_replicas(...)``; ``sb.rotate_token(grace_seconds=0.0)`` issues a
+new token (files and kubeconfig rewritten) and expires the old one after the grace.
 
 Faults (``sb.faults``)::
 

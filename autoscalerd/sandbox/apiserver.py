@@ -173,7 +173,7 @@ class ApiServer:
     ) -> None:
         self.store = store
         self.faults = faults
-        self.token = token
+        self.tokens: dict[str, float | None] = {token: None}  # token -> expiry (monotonic)
         self.on_workload_spec = on_workload_spec
         self.watch_timeout_seconds = watch_timeout_seconds
         self.bookmark_interval_seconds = bookmark_interval_seconds
@@ -280,7 +280,10 @@ class ApiServer:
     def _authenticated(self, request: web.Request) -> bool:
         auth = request.headers.get("Authorization")
         if auth is not None:
-            return auth == f"Bearer {self.token}"
+            if not auth.startswith("Bearer "):
+                return False
+            expiry = self.tokens.get(auth[7:], 0.0)
+            return expiry is None or time.monotonic() < expiry
         transport = request.transport
         # a client certificate was verified against the API CA by the TLS handshake
         return transport is not None and bool(transport.get_extra_info("peercert"))

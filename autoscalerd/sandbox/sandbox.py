@@ -11,6 +11,7 @@ import secrets
 import socket
 import ssl
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -208,6 +209,7 @@ class Sandbox:
         self._started = False
         self.kubeconfig_path = self.workdir / "kubeconfig"
         self.token_file = self.workdir / "token"
+        self.serviceaccount_dir = self.workdir / "serviceaccount"
         pki = self.workdir / "pki"
         self.api_ca_file = pki / "api-ca.crt"
         self.api_client_cert_file = pki / "api-client.crt"
@@ -243,8 +245,10 @@ class Sandbox:
         )
         ctx = certs.server_context(server, client_ca=self.api_ca_file)
         await self._api.start(self.api_host, self.api_port, ctx)
-        self.token_file.write_text(self.token)
-        self.token_file.chmod(0o600)
+        self.serviceaccount_dir.mkdir(parents=True, exist_ok=True)
+        (self.serviceaccount_dir / "ca.crt").write_bytes(self.api_ca_file.read_bytes())
+        (self.serviceaccount_dir / "namespace").write_text("kube-system")
+        self._write_token_files()
         self._write_kubeconfig()
         self._started = True
 
@@ -260,6 +264,33 @@ class Sandbox:
         await self._api.stop()
         pods = [p for wl in self.workloads.values() for p in wl.pods.values()]
         await asyncio.gather(*(self._stop_endpoint(p) for p in pods), return_exceptions=True)
+
+    def _write_token_files(self) -> None:
+        for path in (self.token_file, self.serviceaccount_dir / "token"):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(self.token)
+            tmp.chmod(0o600)
+            tmp.replace(path)  # atomic, like the kubelet's projected volume update
+
+    def rotate_token(self, grace_seconds: float = 0.0) -> str:
+        """Issue a new bearer token (written to ``token_file``, the service-account
+        ``token`` and the kubeconfig's static user); the old one stays valid for
+        ``grace_seconds`` and then answers 401. Returns the new token."""
+        old = self.token
+        self.token = secrets.token_urlsafe(24)
+        self._api.tokens[self.token] = None
+        self._api.tokens[old] = time.monotonic() + grace_seconds
+        self._write_token_files()
+        self._write_kubeconfig()
+        return self.token
+
+    def incluster_env(self) -> dict[str, str]:
+        """The environment a pod would have (``KUBERNETES_SERVICE_HOST``/``_PORT``); the
+        service-account files (token, ca.crt, namespace) are in ``serviceaccount_dir``."""
+        return {
+            "KUBERNETES_SERVICE_HOST": self.api_host,
+            "KUBERNETES_SERVICE_PORT": str(self._api.port),
+        }
 
     @property
     def api_url(self) -> str:
@@ -995,6 +1026,25 @@ class Sandbox:
         )
 
     # -- kubeconfig --------------------------------------------------------------------
+    def _exec_plugin(self) -> dict[str, Any]:
+        """A credential exec plugin that prints an ExecCredential with the current token
+        (read from ``token_file`` at each call), valid for 10 minutes."""
+        script = (
+            "import datetime,json,sys;"
+            "exp=(datetime.datetime.now(datetime.timezone.utc)+datetime.timedelta(minutes=10))"
+            ".strftime('%Y-%m-%dT%H:%M:%SZ');"
+            "print(json.dumps({'apiVersion':'client.authentication.k8s.io/v1',"
+            "'kind':'ExecCredential','status':{'token':open(sys.argv[1]).read().strip(),"
+            "'expirationTimestamp':exp}}))"
+        )
+        return {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": ["-c", script, str(self.token_file)],
+            "interactiveMode": "Never",
+            "provideClusterInfo": False,
+        }
+
     def _write_kubeconfig(self) -> None:
         cfg = {
             "apiVersion": "v1",
@@ -1010,6 +1060,7 @@ class Sandbox:
             ],
             "users": [
                 {"name": "sandbox-admin", "user": {"token": self.token}},
+                {"name": "sandbox-exec", "user": {"exec": self._exec_plugin()}},
                 {
                     "name": "sandbox-cert",
                     "user": {
@@ -1021,6 +1072,7 @@ class Sandbox:
             "contexts": [
                 {"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox-admin", "namespace": "default"}},
                 {"name": "sandbox-cert", "context": {"cluster": "sandbox", "user": "sandbox-cert", "namespace": "default"}},
+                {"name": "sandbox-exec", "context": {"cluster": "sandbox", "user": "sandbox-exec", "namespace": "default"}},
             ],
             "current-context": "sandbox",
             "preferences": {},

@@ -306,3 +306,26 @@ async def test_fault_delay_hits_request_timeout(ms: Sandbox, api: client.ApiClie
     ms.faults.add("GET", r"/scale$", status=None, delay=2)
     with pytest.raises(TimeoutError):
         await client.AppsV1Api(api).read_namespaced_deployment_scale(NAME, NS, _request_timeout=0.3)
+
+
+async def test_exec_plugin_incluster_files_and_token_rotation(ms: Sandbox) -> None:
+    async with await make_client(ms, context="sandbox-exec") as api:
+        apps = client.AppsV1Api(api)
+        assert (
+            await apps.read_namespaced_deployment_scale(NAME, NS, _request_timeout=T)
+        ).spec.replicas == 1
+        old = ms.token
+        new = ms.rotate_token(grace_seconds=0)
+        assert new != old and ms.token_file.read_text() == new
+        assert (ms.serviceaccount_dir / "token").read_text() == new
+        with pytest.raises(ApiException) as exc:  # the library cached the old token
+            await apps.read_namespaced_deployment_scale(NAME, NS, _request_timeout=T)
+        assert exc.value.status == 401
+    async with await make_client(ms, context="sandbox-exec") as api:
+        await client.AppsV1Api(api).read_namespaced_deployment_scale(NAME, NS, _request_timeout=T)
+    async with await make_client(ms) as api:  # the static user was rewritten too
+        await client.AppsV1Api(api).read_namespaced_deployment_scale(NAME, NS, _request_timeout=T)
+    env = ms.incluster_env()
+    assert env["KUBERNETES_SERVICE_PORT"] == ms.api_url.rsplit(":", 1)[1]
+    assert (ms.serviceaccount_dir / "namespace").read_text() == "kube-system"
+    assert (ms.serviceaccount_dir / "ca.crt").read_bytes() == ms.api_ca_file.read_bytes()

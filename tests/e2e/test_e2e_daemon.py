@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -341,3 +342,52 @@ async def test_bad_config_exits_2_and_unreachable_api_is_not_ready(
     )
     daemon = await start_daemon(bad, wait_ready=False)
     assert await asyncio.wait_for(daemon.proc.wait(), 15) == 2
+
+
+async def test_status_command_prints_a_table(sandbox: Sandbox, start_daemon: Any) -> None:
+    await metrics_server(sandbox)
+    sandbox.set_load(NS, NAME, METRIC, 20)
+    daemon = await start_daemon(SEED, args=("--insecure-skip-tls-verify",))
+    await ticks_at_least(daemon, 2)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "autoscalerd", "status", "--url", f"http://127.0.0.1:{daemon.port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    header, row = out.decode().splitlines()[:2]
+    assert header.split() == [
+        "NAMESPACE",
+        "NAME",
+        "STRATEGY",
+        "CURRENT",
+        "DESIRED",
+        "MODE",
+        "METRICS",
+        "LAST",
+        "ERROR",
+    ]
+    assert row.split()[:7] == [
+        "kube-system",
+        "metric-server-autoscaler",
+        "KPA",
+        "1",
+        "1",
+        "stable",
+        "go_threads=20",
+    ]
+    assert await daemon.stop() == 0
+
+
+async def test_demo_command_shows_scaling() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "autoscalerd", "demo", "--duration", "14",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    history = next(line for line in text.splitlines() if "replicas over time" in line)
+    assert "1 -> 2" in history, text
+    assert "never above maxReplicas: True" in text
+    assert "daemon exit code: 0" in text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +92,7 @@ class PolicyReconciler:
         self._warned_insecure = False
         self.ticks = 0
         self.late_ticks = 0
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -144,7 +145,15 @@ class PolicyReconciler:
         finally:
             await self.close()
 
+    def _side_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a fire-and-forget call (event, cache release) holding a reference to it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     async def close(self) -> None:
+        for task in list(self._side_tasks):
+            task.cancel()
         if self._cache is not None:
             cache, self._cache = self._cache, None
             try:
@@ -219,7 +228,7 @@ class PolicyReconciler:
             self._cache = self.ctx.kube.pods.acquire(p.namespace, scale.selector)
             self._cache_since = now
             if old is not None:
-                asyncio.get_running_loop().create_task(self.ctx.kube.pods.release(old))
+                self._side_task(self.ctx.kube.pods.release(old))
         if not self._cache.synced:
             if now - self._cache_since > POD_LIST_GRACE_SECONDS:
                 err = getattr(self._cache, "last_error", None)
@@ -378,7 +387,7 @@ class PolicyReconciler:
         self.log.warning(message, **fields)
         if event is not None and not self.ctx.dry_run and self.ctx.write_permission()[0]:
             p = self.policy
-            asyncio.get_running_loop().create_task(
+            self._side_task(
                 self.ctx.kube.record_event(p.namespace, p.target, "Warning", event, message[:1000])
             )
 

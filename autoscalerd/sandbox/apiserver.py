@@ -501,9 +501,10 @@ class ApiServer:
             items = items[start:end]
         else:
             items = items[start:]
-        for item in items:  # list items carry no kind/apiVersion in the real API
-            item.pop("kind", None)
-            item.pop("apiVersion", None)
+        if rtype is not WIDGETS:  # built-in list items carry no kind/apiVersion; CRs' do
+            for item in items:
+                item.pop("kind", None)
+                item.pop("apiVersion", None)
         return web.json_response(
             {
                 "kind": f"{rtype.kind}List",

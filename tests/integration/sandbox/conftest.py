@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, config
 
 from autoscalerd.sandbox import MetricsEndpoint, Sandbox
-
-T = 5  # _request_timeout for every API call in these tests
 
 
 @pytest.fixture
@@ -34,7 +33,7 @@ async def ms(sandbox: Sandbox) -> Sandbox:
     return sandbox
 
 
-async def make_client(sb: Sandbox, context: str | None = None) -> client.ApiClient:
+async def _make_client(sb: Sandbox, context: str | None = None) -> client.ApiClient:
     cfg = client.Configuration()
     await config.load_kube_config(
         config_file=str(sb.kubeconfig_path), context=context, client_configuration=cfg
@@ -44,5 +43,12 @@ async def make_client(sb: Sandbox, context: str | None = None) -> client.ApiClie
 
 @pytest.fixture
 async def api(sandbox: Sandbox) -> AsyncIterator[client.ApiClient]:
-    async with await make_client(sandbox) as api_client:
+    async with await _make_client(sandbox) as api_client:
         yield api_client
+
+
+@pytest.fixture
+def make_client() -> Any:
+    """``await make_client(sb, context=None)``: a kubernetes_asyncio ApiClient for the
+    sandbox's kubeconfig (use it with ``async with``)."""
+    return _make_client

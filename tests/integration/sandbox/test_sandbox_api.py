@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aiohttp
 import pytest
-from conftest import T, make_client
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from autoscalerd.sandbox import Sandbox
+
+T = 5  # _request_timeout of every API call
 
 NS, NAME = "kube-system", "metrics-server"
 
@@ -43,7 +45,7 @@ async def test_token_is_required(sandbox: Sandbox) -> None:
             assert r.status == 200
 
 
-async def test_client_certificate_context(ms: Sandbox) -> None:
+async def test_client_certificate_context(make_client: Any, ms: Sandbox) -> None:
     async with await make_client(ms, context="sandbox-cert") as api:
         scale = await client.AppsV1Api(api).read_namespaced_deployment_scale(
             NAME, NS, _request_timeout=T
@@ -308,7 +310,9 @@ async def test_fault_delay_hits_request_timeout(ms: Sandbox, api: client.ApiClie
         await client.AppsV1Api(api).read_namespaced_deployment_scale(NAME, NS, _request_timeout=0.3)
 
 
-async def test_exec_plugin_incluster_files_and_token_rotation(ms: Sandbox) -> None:
+async def test_exec_plugin_incluster_files_and_token_rotation(
+    make_client: Any, ms: Sandbox
+) -> None:
     async with await make_client(ms, context="sandbox-exec") as api:
         apps = client.AppsV1Api(api)
         assert (

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
-from conftest import T, make_client
 from kubernetes_asyncio import client
 from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
 from autoscalerd.sandbox import Sandbox
 
+T = 5  # _request_timeout of every API call
 
-async def test_lease_lock_election_and_takeover(sandbox: Sandbox) -> None:
+
+async def test_lease_lock_election_and_takeover(make_client: Any, sandbox: Sandbox) -> None:
     leaders: list[str] = []
     async with await make_client(sandbox) as api_a, await make_client(sandbox) as api_b:
 
@@ -58,7 +60,7 @@ async def test_lease_lock_election_and_takeover(sandbox: Sandbox) -> None:
                     await t
 
 
-async def test_request_observation(sandbox: Sandbox) -> None:
+async def test_request_observation(make_client: Any, sandbox: Sandbox) -> None:
     await sandbox.add_deployment("default", "app", 1)
     before = sandbox.api_request_count
     async with await make_client(sandbox) as api:

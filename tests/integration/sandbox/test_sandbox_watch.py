@@ -10,11 +10,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import T
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from autoscalerd.sandbox import Sandbox
+
+T = 5  # _request_timeout of every API call
 
 NS, NAME, SEL = "kube-system", "metrics-server", "k8s-app=metrics-server"
 

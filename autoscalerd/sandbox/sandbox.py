@@ -89,8 +89,8 @@ class MetricsEndpoint:
 class SimPod:
     """A simulated pod. ``url`` is its metrics URL once it runs."""
 
-    workload: Workload
-    name: str
+    workload: Workload = field(repr=False)
+    name: str = ""
     ordinal: int = 0
     ip: str | None = None
     phase: str = "Pending"
@@ -132,7 +132,7 @@ class Workload:
     labels: dict[str, str]
     metrics: MetricsEndpoint | None
     startup_seconds: float
-    pods: dict[str, SimPod] = field(default_factory=dict)
+    pods: dict[str, SimPod] = field(default_factory=dict, repr=False)
     loads: dict[str, float] = field(default_factory=dict)
     pod_values: dict[tuple[str, str], float] = field(default_factory=dict)
     history: list[tuple[float, int]] = field(default_factory=list)  # (time.time(), replicas)
@@ -147,8 +147,8 @@ class Workload:
     template_hash: str = ""
     _ssl: ssl.SSLContext | None = field(default=None, repr=False)
     _cert_dir: Path | None = field(default=None, repr=False)
-    _head: str = ""
-    _tail: str = ""
+    _head: str = field(default="", repr=False)
+    _tail: str = field(default="", repr=False)
     _next_ordinal: int = 0
 
     @property

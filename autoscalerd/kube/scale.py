@@ -280,7 +280,7 @@ class ScaleOps:
                 result = await self._patch(
                     namespace, target, replicas, current.resource_version, deadline
                 )
-                log.info(
+                log.debug(  # the caller logs the outcome with its policy's context
                     "scaled",
                     namespace=namespace,
                     kind=target.kind,
@@ -310,10 +310,10 @@ class ScaleOps:
                 delay = self.retry.backoff(failures)
                 last = exc
             if failures >= self.retry.max_attempts:
-                log.warning("scale gave up", error=str(last), attempts=failures)
+                log.debug("scale gave up", error=str(last), attempts=failures)
                 raise last
             if loop.time() + delay + 0.05 >= deadline:
-                log.warning("scale gave up: deadline", error=str(last), attempts=failures)
+                log.debug("scale gave up: deadline", error=str(last), attempts=failures)
                 raise last
             log.info(
                 "scale retry",

@@ -900,7 +900,7 @@ class Sandbox:
         """Allocate the pod's loopback IP and start its metrics server there, skipping
         addresses whose port is taken."""
         ep = pod.workload.metrics
-        for _ in range(1000):
+        for _ in range(8000):  # another sandbox may hold thousands of addresses of this base
             ip = self._next_ip()
             if ep is None:
                 return ip

@@ -53,31 +53,40 @@ def configure_logging(
     if fmt is None:
         fmt = "console" if stream.isatty() and not journal else "json"
     numeric = getattr(logging, level.upper(), logging.INFO)
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-    ]
-    if not journal:
-        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
-    processors.append(structlog.processors.format_exc_info)
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    shared: list[Any] = [structlog.processors.add_log_level]
+    if not journal:  # journald stamps every line itself
+        shared.append(timestamper)
+    renderer: Any
     if fmt == "json":
-        processors.append(structlog.processors.JSONRenderer(sort_keys=False))
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
-        processors.append(
-            structlog.dev.ConsoleRenderer(colors=stream.isatty() and not journal, sort_keys=False)
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty() and not journal, sort_keys=False
         )
-    if journal:
-        processors.append(_PrefixPriority())
+    final: list[Any] = [renderer, _PrefixPriority()] if journal else [renderer]
     structlog.configure(
-        processors=processors,
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            *shared,
+            structlog.processors.format_exc_info,
+            *final,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
-    # Libraries (aiohttp, kubernetes_asyncio) log through the stdlib: keep them quiet unless
-    # they warn, and route them to the same stream.
+    # Libraries (aiohttp, kubernetes_asyncio) log through the stdlib: same stream, same
+    # format (JSON or console, with the journald priority prefix), warnings and above only.
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+        )
+    )
     root = logging.getLogger()
-    root.handlers[:] = [logging.StreamHandler(stream)]
+    root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 import shutil
@@ -318,10 +319,19 @@ def _configmap_config(tmp: Path | None = None) -> Any:
         return load_config([d])
 
 
-def test_configmap_holds_the_seed_policy_verbatim() -> None:
+def test_configmap_holds_the_seed_policy_plus_its_source_settings() -> None:
+    """The seed verbatim, plus tlsConfig/authorization on its own source (and nowhere else)."""
     data = _one("ConfigMap")["data"]
-    assert data[SEED.name] == SEED.read_text()
     assert all(name.endswith((".yaml", ".yml")) for name in data), "the daemon reads *.yaml"
+    shipped = _configmap_config().policies[0]
+    seed = load_config([str(SEED)]).policies[0]
+    source = shipped.sources[0]
+    assert (
+        dataclasses.replace(source, tls=seed.sources[0].tls, authorization=None) == seed.sources[0]
+    )
+    assert dataclasses.replace(shipped, sources=seed.sources) == seed
+    assert source.tls.insecure_skip_verify is True
+    assert source.authorization is not None and source.authorization.credentials_file == SA_TOKEN
 
 
 def test_configmap_policies_validate() -> None:
@@ -335,9 +345,9 @@ def test_configmap_policies_validate() -> None:
         2.0,
     )
     assert le.lease_namespace is None, "the pod's namespace, where the Role is"
-    # Token-authenticated scraping of metrics-server: the projected service-account token.
-    assert daemon.authorization is not None
-    assert daemon.authorization.credentials_file == SA_TOKEN
+    # No daemon-wide token or TLS bypass: they would apply to every policy added later.
+    assert daemon.authorization is None
+    assert daemon.tls.insecure_skip_verify is None
 
 
 # -- Service -----------------------------------------------------------------------------

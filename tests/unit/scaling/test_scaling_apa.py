@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from scaling_helpers import make_policy
 
 from autoscalerd.config.model import (
     ApaParams,
-    MetricSource,
     Policy,
-    ScaleTargetRef,
-    SeriesSelector,
     Strategy,
 )
 from autoscalerd.scaling import Autoscaler, SourceSample, Tick
@@ -17,22 +15,10 @@ from autoscalerd.scaling.apa import apa_scale
 
 
 def apa_policy(target: float = 50.0, *, max_replicas: int = 100, **apa: float) -> Policy:
-    source = MetricSource(
-        protocol="http",
-        port=8000,
-        path="/metrics",
-        target_metric="load",
-        selector=SeriesSelector(metric="load"),
-        target_value=target,
-    )
-    return Policy(
-        namespace="default",
-        name="apa",
-        target=ScaleTargetRef(api_version="apps/v1", kind="Deployment", name="web"),
-        min_replicas=1,
+    return make_policy(
+        Strategy.APA,
+        targets=(target,),
         max_replicas=max_replicas,
-        strategy=Strategy.APA,
-        sources=(source,),
         apa=ApaParams(**apa),  # type: ignore[arg-type]
     )
 

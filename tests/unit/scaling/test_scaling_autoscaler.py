@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from scaling_helpers import make_policy
 
 from autoscalerd.config.model import (
     Fallback,
@@ -10,11 +11,8 @@ from autoscalerd.config.model import (
     HpaParams,
     HpaRules,
     KpaParams,
-    MetricSource,
     Policy,
     RatePolicy,
-    ScaleTargetRef,
-    SeriesSelector,
     Strategy,
 )
 from autoscalerd.scaling import Autoscaler, SourceSample, Tick, estimate_total
@@ -39,25 +37,13 @@ def policy(
     max_replicas: int = 20,
     fallback: Fallback | None = None,
 ) -> Policy:
-    sources = tuple(
-        MetricSource(
-            protocol="http",
-            port=8000,
-            path="/metrics",
-            target_metric=f"m{i}",
-            selector=SeriesSelector(metric=f"m{i}"),
-            target_value=t,
-        )
-        for i, t in enumerate(targets)
-    )
-    return Policy(
+    return make_policy(
+        strategy,
+        targets=targets,
+        metrics=[f"m{i}" for i in range(len(targets))],
         namespace="ns",
-        name=strategy.value.lower(),
-        target=ScaleTargetRef(api_version="apps/v1", kind="Deployment", name="web"),
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        strategy=strategy,
-        sources=sources,
         kpa=KpaParams(panic_threshold=1000),  # keep start-in-panic and panic out of these tests
         hpa=HpaParams(behavior=FAST_HPA),
         fallback=fallback,

@@ -5,16 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from scaling_helpers import make_policy
 
 from autoscalerd.config.model import (
     HpaBehavior,
     HpaParams,
     HpaRules,
-    MetricSource,
     Policy,
     RatePolicy,
-    ScaleTargetRef,
-    SeriesSelector,
     Strategy,
 )
 from autoscalerd.scaling import Autoscaler, SourceSample, Tick
@@ -28,22 +26,11 @@ def hpa_policy(
     max_replicas: int = 1000,
     behavior: HpaBehavior | None = None,
 ) -> Policy:
-    source = MetricSource(
-        protocol="http",
-        port=8000,
-        path="/metrics",
-        target_metric="load",
-        selector=SeriesSelector(metric="load"),
-        target_value=target,
-    )
-    return Policy(
-        namespace="default",
-        name="hpa",
-        target=ScaleTargetRef(api_version="apps/v1", kind="Deployment", name="web"),
+    return make_policy(
+        Strategy.HPA,
+        targets=(target,),
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        strategy=Strategy.HPA,
-        sources=(source,),
         hpa=HpaParams(behavior=behavior or HpaBehavior()),
     )
 

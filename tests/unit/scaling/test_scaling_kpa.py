@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from scaling_helpers import make_policy
 
 from autoscalerd.config.model import (
     KpaParams,
-    MetricSource,
     Policy,
-    ScaleTargetRef,
-    SeriesSelector,
     Strategy,
 )
 from autoscalerd.scaling import Autoscaler, Decision, SourceSample, Tick
@@ -21,22 +19,11 @@ from autoscalerd.scaling.kpa import KpaSource, kpa_step
 def kpa_policy(
     target: float = 10.0, *, min_replicas: int = 1, max_replicas: int = 100, **kpa: float
 ) -> Policy:
-    source = MetricSource(
-        protocol="http",
-        port=8000,
-        path="/metrics",
-        target_metric="load",
-        selector=SeriesSelector(metric="load"),
-        target_value=target,
-    )
-    return Policy(
-        namespace="default",
-        name="kpa",
-        target=ScaleTargetRef(api_version="apps/v1", kind="Deployment", name="web"),
+    return make_policy(
+        Strategy.KPA,
+        targets=(target,),
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        strategy=Strategy.KPA,
-        sources=(source,),
         kpa=KpaParams(**kpa),  # type: ignore[arg-type]
     )
 

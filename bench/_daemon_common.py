@@ -108,9 +108,20 @@ class DaemonProcess:
         *,
         log_level: str = "warning",
         extra_args: tuple[str, ...] = (),
+        api_pool: int | None = None,
+        ssl_read_buffer: int | None = None,
     ) -> DaemonProcess:
+        """`api_pool`: run it through bench/_daemon_patched.py with that Kubernetes API
+        connection pool size (0 = unlimited) instead of kubernetes_asyncio's 100, and, with
+        `ssl_read_buffer`, asyncio's per-TLS-connection read buffer of that many bytes."""
         port = free_port()
-        cmd = [PYTHON, "-m", "autoscalerd", "run", "--kubeconfig", str(kubeconfig),
+        launcher = [PYTHON, "-m", "autoscalerd"]
+        if api_pool is not None:
+            launcher = [PYTHON, str(Path(__file__).with_name("_daemon_patched.py")),
+                        "--api-pool", str(api_pool)]  # fmt: skip
+            if ssl_read_buffer is not None:
+                launcher += ["--ssl-read-buffer", str(ssl_read_buffer)]
+        cmd = [*launcher, "run", "--kubeconfig", str(kubeconfig),
                "--listen", f"127.0.0.1:{port}", "--log-format", "json",
                "--log-level", log_level]  # fmt: skip
         for c in configs:

@@ -1,0 +1,113 @@
+"""Sandbox host for bench/daemon_scale.py: the sandbox cluster in its own process.
+
+Starts `autoscalerd.sandbox.Sandbox` with W Deployments `app-0`… in namespace `bench`, P pods
+each, every pod serving a ~20 KiB metrics-server-like page over HTTPS (self-signed) on its own
+loopback address, load = target × pods (each pod reports the target: no scaling). Prints one
+JSON line on stdout when everything is Ready (kubeconfig, control URL, workloads and their pod
+URLs), then serves a plain-HTTP control endpoint `GET /stats` (scrapes served by the pods, API
+requests, scale writes, open watches) until SIGTERM/SIGINT or `--duration` seconds.
+
+Usage: python bench/_daemon_sandbox.py --workdir DIR [--workloads 100] [--pods 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autoscalerd.sandbox import MetricsEndpoint, Sandbox
+
+
+def stats(sb: Sandbox) -> dict[str, Any]:
+    pods = [p for wl in sb.workloads.values() for p in wl.pods.values()]
+    return {
+        "time": time.time(),
+        "pods": len(pods),
+        "ready_pods": sum(1 for p in pods if p.ready),
+        "pod_requests": sum(p.requests for p in pods),
+        "api_requests": sb.api_request_count,
+        "scale_writes": len(sb.scale_writes()),
+        "open_watches": sb.open_watches,
+        "replicas": {f"{ns}/{n}": sb.replicas(ns, n) for (ns, n) in sb.workloads},
+    }
+
+
+async def run(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    async with Sandbox(Path(args.workdir), ip_base=args.ip_base) as sb:
+        tls = "plain" if args.plain else "self-signed"
+        ep = MetricsEndpoint(
+            port=args.port, path="/metrics", tls=tls, metric="go_threads",
+            page_size_bytes=args.page_bytes,
+        )  # fmt: skip
+        for i in range(args.workloads):
+            name = f"app-{i}"
+            await sb.add_deployment("bench", name, args.pods, metrics=ep)
+            sb.set_load("bench", name, "go_threads", args.target * args.pods)
+        app = web.Application()
+
+        async def handle_stats(request: web.Request) -> web.Response:
+            return web.json_response(stats(sb))
+
+        app.router.add_get("/stats", handle_stats)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        control_port = runner.addresses[0][1]
+        sample = sb.pods("bench", "app-0")[0]
+        page = sb.metrics_page(sample)
+        info = {
+            "ready": True,
+            "setup_seconds": round(time.monotonic() - t0, 2),
+            "kubeconfig": str(sb.kubeconfig_path),
+            "control": f"http://127.0.0.1:{control_port}",
+            "page_bytes": len(page.encode()),
+            "workloads": [
+                {
+                    "namespace": wl.namespace,
+                    "name": wl.name,
+                    "pods": [p.url for p in sb.pods(wl.namespace, wl.name)],
+                }
+                for wl in sb.workloads.values()
+            ],
+        }
+        print(json.dumps(info), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.duration)
+        await runner.cleanup()
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--workloads", type=int, default=100)
+    ap.add_argument("--pods", type=int, default=10)
+    ap.add_argument("--port", type=int, default=10250)
+    ap.add_argument("--page-bytes", type=int, default=20_000)
+    ap.add_argument("--target", type=float, default=20.0)
+    ap.add_argument("--plain", action="store_true", help="plain HTTP instead of self-signed TLS")
+    ap.add_argument("--ip-base", default=None)
+    ap.add_argument("--duration", type=float, default=600.0, help="stop after this long anyway")
+    args = ap.parse_args()
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

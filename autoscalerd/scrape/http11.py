@@ -1,0 +1,845 @@
+"""A minimal HTTP/1.1 keep-alive client for the scrape hot path, on `asyncio.Protocol`.
+
+It implements exactly what scraping needs and nothing else: one prebuilt GET per page, a pool
+of kept-alive connections per (host, port, SSL context, server_hostname), and a response parser
+for a status line, headers, a Content-Length or chunked body, and gzip/deflate decompression
+bounded *after* decompression. It exists because aiohttp's general-purpose request machinery
+(request/response objects, header multidicts, stream readers, a task per request) was ~70 % of
+the scraper's CPU at 200 targets per second; see bench/README-scrape.md for the profile.
+
+Design:
+- **No task per request.** `HTTP11Client.submit()` writes the request on an idle connection
+  right away (or queues it while `max_in_flight` requests are out) and the protocol's
+  `data_received` feeds `ResponseParser`; completion is a plain callback (`Request.on_done`).
+  A task exists only while a new connection is opened (TCP connect + TLS handshake).
+- **No timers.** The caller owns the deadline (the scraper uses one `call_at` per round) and
+  calls `cancel_many()` for the requests still out; their connections are aborted, because a
+  connection with an unanswered request cannot be reused.
+- **Stale connections.** A server may close an idle kept-alive connection at any time. Closes
+  seen while idle drop the connection from the pool; one that races with our request (the
+  request went out on a reused connection and the connection failed before any response
+  byte) is retried once on a fresh connection, which is safe for GET.
+- **Limits.** The header section is bounded (`MAX_HEAD_BYTES`), the body is bounded by the
+  caller's limit counted after decompression (decompression stops one byte past the limit, so a
+  gzip bomb costs at most the limit), and a non-200 body is read only up to
+  `ERROR_BODY_CAP_BYTES` (the caller quotes the start of it), then the connection is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+__all__ = [
+    "ERROR_BODY_CAP_BYTES",
+    "MAX_HEAD_BYTES",
+    "BodyTooLarge",
+    "ClientClosed",
+    "HTTP11Client",
+    "HTTPProtocolError",
+    "PoolKey",
+    "Request",
+    "ResponseParser",
+    "ServerDisconnected",
+    "build_get",
+]
+
+MAX_HEAD_BYTES = 64 * 1024
+"""Largest accepted status line + header section (Go's net/http client allows 1 MiB, aiohttp
+8 KiB per line; metrics endpoints send a few hundred bytes)."""
+
+MAX_CHUNK_LINE_BYTES = 4096
+"""Largest accepted chunk-size line (size plus chunk extensions) or trailer line."""
+
+RECV_BUFFER_BYTES = 256 * 1024
+"""Size of the receive buffer shared by all of a client's connections."""
+
+ERROR_BODY_CAP_BYTES = 64 * 1024
+"""How much of a non-200 body is read; a longer one is cut there and its connection dropped."""
+
+PoolKey = tuple[str, int, Any, str | None]
+"""(host, port, ssl.SSLContext or None, server_hostname): what makes connections shareable.
+
+The SSL context is compared by identity (SSLContext has no value equality), which is what we
+want: `TLSContextCache` hands out one object per distinct setting, and a rebuilt context (a
+rotated certificate) gets fresh connections."""
+
+
+class HTTPProtocolError(Exception):
+    """The server's bytes are not a valid HTTP/1.x response (or use a feature we don't speak)."""
+
+
+class BodyTooLarge(Exception):
+    """The (decompressed) body passed the limit; `detail` says how that was seen."""
+
+    def __init__(self, limit: int, detail: str) -> None:
+        super().__init__(f"body larger than {limit} bytes ({detail})")
+        self.limit = limit
+        self.detail = detail
+
+
+class ServerDisconnected(ConnectionError):
+    """The server closed the connection before the response was complete."""
+
+
+class ClientClosed(RuntimeError):
+    """The client was closed while the request was pending, or before it was submitted."""
+
+
+def build_get(host_header: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """The bytes of a keep-alive `GET target HTTP/1.1` with a Host header and `headers`.
+
+    Raises ValueError if any part contains CR, LF or NUL (header injection).
+    """
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if any(c in line for line in lines for c in "\r\n\0"):
+        raise ValueError("request line or header contains a control character")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Mode(enum.Enum):
+    LENGTH = 1
+    CHUNKED = 2
+    UNTIL_CLOSE = 3
+    EMPTY = 4
+
+
+class _Chunk(enum.Enum):
+    SIZE = 1
+    DATA = 2
+    DATA_END = 3
+    TRAILER = 4
+
+
+_TOKEN_SPLIT = str.maketrans({",": " "})
+
+
+class ResponseParser:
+    """Incremental parser of one HTTP/1.x response (to a GET), body bounded and decompressed.
+
+    `feed(data)` returns True once the response is complete; `feed_eof()` is called when the
+    connection ends and returns True if that completes the response (a body delimited by the
+    close) or raises `ServerDisconnected`. Both raise `HTTPProtocolError` or `BodyTooLarge`.
+    After completion: `status`, `reason`, `body` (decompressed bytes), `encoding`,
+    `keep_alive` (the connection may carry another request), `truncated` (a non-200 body was
+    cut at `error_cap`). `received` says whether any byte arrived (a failure before that is
+    safe to retry for a GET).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_chunk",
+        "_chunks",
+        "_decomp",
+        "_error_cap",
+        "_in_head",
+        "_limit",
+        "_mode",
+        "_remaining",
+        "_size",
+        "body",
+        "done",
+        "encoding",
+        "keep_alive",
+        "reason",
+        "received",
+        "status",
+        "truncated",
+    )
+
+    def __init__(self, limit: int, *, error_cap: int = ERROR_BODY_CAP_BYTES) -> None:
+        self._limit = limit
+        self._error_cap = error_cap
+        self._buf = bytearray()
+        self._in_head = True
+        self._mode = _Mode.EMPTY
+        self._chunk = _Chunk.SIZE
+        self._remaining = 0
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._decomp: Any = None
+        self.status = 0
+        self.reason = ""
+        self.body = b""
+        self.encoding = "identity"
+        self.keep_alive = False
+        self.received = False
+        self.done = False
+        self.truncated = False
+
+    # -- input ----------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> bool:
+        if not data:
+            return self.done
+        self.received = True
+        if self.done:
+            self.keep_alive = False  # bytes after the response: the connection is unusable
+            return True
+        if self._in_head:
+            rest = self._feed_head(data)
+            if rest is None:
+                return False
+            data = rest
+            if self.done:
+                if data:
+                    self.keep_alive = False
+                return True
+            if not data:
+                return False
+        mode = self._mode
+        if mode is _Mode.LENGTH:
+            remaining = self._remaining
+            n = len(data)
+            if n < remaining:
+                self._remaining = remaining - n
+                self._emit(data)
+                return self.done
+            if n > remaining:
+                self.keep_alive = False  # pipelined or stray bytes: don't reuse
+                data = data[:remaining]
+            self._remaining = 0
+            self._emit(data)
+            if not self.done:
+                self._complete()
+            return True
+        if mode is _Mode.CHUNKED:
+            return self._feed_chunked(data)
+        # UNTIL_CLOSE
+        self._emit(data)
+        return self.done
+
+    def feed_eof(self) -> bool:
+        """The connection ended (cleanly). Complete a close-delimited body or raise."""
+        if self.done:
+            return True
+        if self._in_head:
+            if not self.received:
+                raise ServerDisconnected("the server closed the connection without responding")
+            raise ServerDisconnected(
+                "the server closed the connection in the middle of the response headers"
+            )
+        if self._mode is _Mode.UNTIL_CLOSE:
+            self._complete()
+            return True
+        if self._mode is _Mode.LENGTH:
+            raise ServerDisconnected(
+                f"the server closed the connection {self._remaining} bytes before the end of "
+                "the body (Content-Length)"
+            )
+        raise ServerDisconnected(
+            "the server closed the connection before the end of the chunked body"
+        )
+
+    # -- head -----------------------------------------------------------------------------
+
+    def _feed_head(self, data: bytes) -> bytes | None:
+        """Consume header bytes; return the bytes after the head, or None if it is incomplete."""
+        buf = self._buf
+        while True:
+            if buf:
+                buf += data
+                source: bytes | bytearray = buf
+            else:
+                source = data
+            end = source.find(b"\r\n\r\n")
+            if end < 0:
+                if not b"HTTP/"[: len(source)].startswith(bytes(source[:5])):
+                    raise HTTPProtocolError(
+                        f"the response does not start with an HTTP status line: "
+                        f"{bytes(source[:40])!r}"
+                    )
+                if len(source) > MAX_HEAD_BYTES:
+                    raise HTTPProtocolError(
+                        f"response header section larger than {MAX_HEAD_BYTES} bytes"
+                    )
+                if source is data:
+                    buf += data
+                return None
+            if end > MAX_HEAD_BYTES:
+                raise HTTPProtocolError(
+                    f"response header section larger than {MAX_HEAD_BYTES} bytes"
+                )
+            head = bytes(source[:end])
+            rest = bytes(source[end + 4 :])
+            buf.clear()
+            if self._parse_head(head):
+                self._in_head = False
+                return rest
+            # An interim 1xx response: parse the next head from what follows.
+            data = rest
+            if not data:
+                return None
+
+    def _parse_head(self, head: bytes) -> bool:
+        """Parse a head; False for an interim (1xx) response to skip."""
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code, _, reason = rest.partition(" ")
+        if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+            raise HTTPProtocolError(f"invalid status line {lines[0][:100]!r}")
+        status = int(code)
+        if 100 <= status < 200:
+            if status == 101:
+                raise HTTPProtocolError("the server switched protocols (HTTP 101)")
+            return False
+        length: int | None = None
+        transfer = ""
+        encoding = "identity"
+        connection = ""
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name[-1] in " \t" or name[0] in " \t":
+                raise HTTPProtocolError(f"invalid header line {line[:100]!r}")
+            lname = name.lower()
+            if lname == "content-length":
+                value = value.strip()
+                if not (value.isascii() and value.isdigit()) or (
+                    length is not None and length != int(value)
+                ):
+                    raise HTTPProtocolError(f"invalid Content-Length {value[:40]!r}")
+                length = int(value)
+            elif lname == "transfer-encoding":
+                transfer = f"{transfer},{value}" if transfer else value
+            elif lname == "content-encoding":
+                encoding = value.strip().lower() or "identity"
+            elif lname == "connection":
+                connection = f"{connection},{value}"
+        self.status = status
+        self.reason = reason.strip()
+        tokens = connection.lower().translate(_TOKEN_SPLIT).split()
+        if version == "HTTP/1.1":
+            self.keep_alive = "close" not in tokens
+        else:
+            self.keep_alive = "keep-alive" in tokens and "close" not in tokens
+        if status != 200:
+            self._limit = min(self._limit, self._error_cap)
+        if transfer:
+            codings = [c.strip() for c in transfer.lower().split(",") if c.strip()]
+            if codings != ["chunked"]:
+                raise HTTPProtocolError(f"unsupported Transfer-Encoding {transfer.strip()!r}")
+            self._mode = _Mode.CHUNKED
+            if length is not None:
+                self.keep_alive = False  # both framings given: RFC 9112 §6.3 says close after
+        elif status in (204, 304):
+            self._mode = _Mode.EMPTY
+        elif length is not None:
+            self._mode = _Mode.LENGTH
+            self._remaining = length
+        else:
+            self._mode = _Mode.UNTIL_CLOSE
+            self.keep_alive = False
+        if encoding in ("gzip", "x-gzip"):
+            self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._decomp = _DEFLATE_PENDING
+        elif encoding != "identity":
+            raise HTTPProtocolError(
+                f"unsupported Content-Encoding {encoding!r} (the request accepted only gzip)"
+            )
+        self.encoding = encoding
+        if (
+            status == 200
+            and self._mode is _Mode.LENGTH
+            and self._decomp is None
+            and length is not None
+            and length > self._limit
+        ):
+            raise BodyTooLarge(self._limit, f"Content-Length is {length} bytes")
+        if self._mode is _Mode.EMPTY or (self._mode is _Mode.LENGTH and length == 0):
+            self._complete()
+        return True
+
+    # -- body -----------------------------------------------------------------------------
+
+    def _feed_chunked(self, data: bytes) -> bool:
+        buf = self._buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        while not self.done:
+            state = self._chunk
+            if state is _Chunk.DATA:
+                if pos == end:
+                    break
+                take = min(end - pos, self._remaining)
+                self._emit(bytes(buf[pos : pos + take]))
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._chunk = _Chunk.DATA_END
+            elif state is _Chunk.DATA_END:
+                if end - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise HTTPProtocolError("chunk data not followed by CRLF")
+                pos += 2
+                self._chunk = _Chunk.SIZE
+            else:
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if end - pos > MAX_CHUNK_LINE_BYTES:
+                        raise HTTPProtocolError("chunk-size or trailer line too long")
+                    break
+                if nl - pos > MAX_CHUNK_LINE_BYTES:
+                    raise HTTPProtocolError("chunk-size or trailer line too long")
+                line = bytes(buf[pos:nl])
+                pos = nl + 2
+                if state is _Chunk.SIZE:
+                    size_text = line.split(b";", 1)[0].strip()
+                    if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
+                        raise HTTPProtocolError(f"invalid chunk size {line[:40]!r}")
+                    size = int(size_text, 16)
+                    if size:
+                        self._remaining = size
+                        self._chunk = _Chunk.DATA
+                    else:
+                        self._chunk = _Chunk.TRAILER
+                elif not line:  # the empty line that ends the trailer section
+                    if pos != end:
+                        self.keep_alive = False
+                    self._complete()
+        del buf[:pos]
+        return self.done
+
+    def _emit(self, data: bytes) -> None:
+        """Add body bytes: decompress if needed, enforce the limit."""
+        decomp = self._decomp
+        if decomp is not None:
+            if decomp is _DEFLATE_PENDING:
+                # RFC 9110 "deflate" is zlib-wrapped; some servers send raw deflate.
+                wbits = zlib.MAX_WBITS if data[:1] and data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+                decomp = self._decomp = zlib.decompressobj(wbits)
+            try:
+                data = decomp.decompress(data, self._limit + 1 - self._size)
+            except zlib.error as exc:
+                raise HTTPProtocolError(
+                    f"cannot decompress the {self.encoding} body: {exc}"
+                ) from exc
+            if decomp.unconsumed_tail:
+                self._size = self._limit + 1  # stopped by max_length: past the limit
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+        if self._size > self._limit:
+            self._over_limit()
+
+    def _over_limit(self) -> None:
+        if self.status == 200:
+            raise BodyTooLarge(self._limit, f"the body exceeded it ({self.encoding} encoding)")
+        # A non-200 body is only quoted: keep its start, drop the connection.
+        self.truncated = True
+        self.keep_alive = False
+        self._decomp = None
+        self.body = b"".join(self._chunks)[: self._limit]
+        self._chunks = []
+        self.done = True
+
+    def _complete(self) -> None:
+        decomp = self._decomp
+        if decomp is not None and decomp is not _DEFLATE_PENDING:
+            if not decomp.eof:
+                raise HTTPProtocolError(f"the {self.encoding} body is truncated")
+            tail = decomp.flush()
+            if tail:
+                self._chunks.append(tail)
+                self._size += len(tail)
+                if self._size > self._limit:
+                    self._over_limit()
+                    return
+        chunks = self._chunks
+        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self.done = True
+
+
+_DEFLATE_PENDING: Any = object()
+"""Marks a deflate body whose wrapping (zlib or raw) is decided by its first byte."""
+
+
+class _State(enum.Enum):
+    NEW = 0
+    QUEUED = 1
+    CONNECTING = 2
+    SENT = 3
+    DONE = 4
+
+
+class Counters(Protocol):
+    """Where the client counts requests sent and connections opened (e.g. `ScrapeStats`)."""
+
+    requests: int
+    connections_created: int
+
+
+class Request:
+    """One GET to send: where, the prebuilt bytes, the body limit, and the completion callback.
+
+    `on_done(request)` is called exactly once, unless the request is cancelled: then `parser`
+    holds the response (`error is None`) or `error` the exception (`connecting` says whether it
+    happened while opening a new connection: TCP connect or TLS handshake). `context` is free
+    for the caller.
+    """
+
+    __slots__ = (
+        "_conn",
+        "_state",
+        "_task",
+        "connecting",
+        "context",
+        "error",
+        "head",
+        "host",
+        "key",
+        "limit",
+        "on_done",
+        "parser",
+        "port",
+        "retried",
+        "reused",
+        "server_hostname",
+        "ssl",
+    )
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        ssl: Any,
+        server_hostname: str | None,
+        head: bytes,
+        limit: int,
+        on_done: Callable[[Request], None],
+        context: Any = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.key: PoolKey = (host, port, ssl, server_hostname)
+        self.head = head
+        self.limit = limit
+        self.on_done = on_done
+        self.context = context
+        self.parser: ResponseParser | None = None
+        self.error: BaseException | None = None
+        self.connecting = False
+        self.reused = False
+        self.retried = False
+        self._state = _State.NEW
+        self._conn: _Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._state is _State.DONE
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One kept-alive connection; carries at most one request at a time.
+
+    A `BufferedProtocol` reading into the client's one shared receive buffer: the TLS layer
+    decrypts straight into it (a plain `Protocol` makes asyncio's SSL layer allocate a fresh
+    256 KiB bytes object per read, three times per response). Sharing is safe because every
+    `buffer_updated` consumes (copies) what it needs before returning.
+    """
+
+    __slots__ = ("_client", "closed", "idle_since", "key", "request", "transport")
+
+    def __init__(self, client: HTTP11Client, key: PoolKey) -> None:
+        self._client = client
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.request: Request | None = None
+        self.closed = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._client._conns.add(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._client._recv_view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._client._recv_view[:nbytes].tobytes())
+
+    def data_received(self, data: bytes) -> None:
+        request = self.request
+        if request is None:
+            # Bytes on an idle connection can't belong to any future request.
+            self.abort()
+            return
+        parser = request.parser
+        assert parser is not None
+        try:
+            done = parser.feed(data)
+        except Exception as exc:
+            self.request = None
+            self.abort()
+            self._client._finish(request, exc)
+            return
+        if done:
+            self.request = None
+            if parser.keep_alive and not self.closed:
+                self._client._put_idle(self)
+            else:
+                self.close()
+            self._client._finish(request, None)
+
+    def eof_received(self) -> bool | None:
+        self._end(None)
+        return None  # let the transport close itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+        self._client._conns.discard(self)
+
+    def _end(self, exc: BaseException | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self._client._forget_idle(self)
+        request = self.request
+        if request is None:
+            return
+        self.request = None
+        parser = request.parser
+        assert parser is not None
+        if exc is None:
+            try:
+                parser.feed_eof()
+            except Exception as error:
+                exc = error
+        self._client._finish(request, exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HTTP11Client:
+    """Send `Request`s over pooled keep-alive connections, at most `max_in_flight` at once."""
+
+    def __init__(self, *, max_in_flight: int, counters: Counters) -> None:
+        self._max = max(1, max_in_flight)
+        self._counters = counters
+        self._idle: dict[PoolKey, list[_Connection]] = {}
+        self._conns: set[_Connection] = set()
+        self._queue: deque[Request] = deque()
+        self._active = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._recv_view = memoryview(bytearray(RECV_BUFFER_BYTES))
+
+    @property
+    def in_flight(self) -> int:
+        return self._active
+
+    @property
+    def idle_connections(self) -> int:
+        return sum(len(v) for v in self._idle.values())
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    # -- submit / complete --------------------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        """Send `request` now if a slot is free, else queue it; must run inside the loop."""
+        if self._closed:
+            raise ClientClosed("the HTTP client is closed")
+        if self._active < self._max:
+            self._start(request)
+        else:
+            request._state = _State.QUEUED
+            self._queue.append(request)
+
+    def _start(self, request: Request) -> None:
+        self._active += 1
+        idle = self._idle.get(request.key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                if not idle:
+                    del self._idle[request.key]
+                request.reused = True
+                self._send(conn, request)
+                return
+        if idle is not None:
+            del self._idle[request.key]
+        self._connect(request)
+
+    def _send(self, conn: _Connection, request: Request) -> None:
+        self._counters.requests += 1
+        request._state = _State.SENT
+        request._conn = conn
+        request.connecting = False
+        request.parser = ResponseParser(request.limit)
+        conn.request = request
+        assert conn.transport is not None
+        conn.transport.write(request.head)
+
+    def _connect(self, request: Request) -> None:
+        self._counters.connections_created += 1
+        request.reused = False
+        request.connecting = True
+        request._state = _State.CONNECTING
+        request._conn = None
+        task = asyncio.get_running_loop().create_task(self._open(request))
+        request._task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open(self, request: Request) -> None:
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self, request.key)
+        try:
+            await loop.create_connection(
+                lambda: conn,
+                request.host,
+                request.port,
+                ssl=request.ssl,
+                server_hostname=(request.server_hostname or request.host) if request.ssl else None,
+            )
+        except asyncio.CancelledError:
+            conn.abort()  # the handshake may have finished just before the cancellation
+            self._finish(request, ClientClosed("the HTTP client was closed"))  # no-op if DONE
+            raise
+        except Exception as exc:
+            request._task = None
+            self._finish(request, exc)
+            return
+        request._task = None
+        if request._state is not _State.CONNECTING or self._closed:
+            conn.abort()
+            if request._state is _State.CONNECTING:
+                self._finish(request, ClientClosed("the HTTP client was closed"))
+            return
+        self._send(conn, request)
+
+    def _finish(self, request: Request, exc: BaseException | None) -> None:
+        if request._state is _State.DONE:
+            return
+        if (
+            exc is not None
+            and request.reused
+            and not request.retried
+            and not self._closed
+            and isinstance(exc, OSError)  # ServerDisconnected, resets, TLS errors on a reused one
+            and request.parser is not None
+            and not request.parser.received
+        ):
+            # The server closed the idle connection as we reused it: nothing was processed;
+            # a GET is safe to send again, once, on a fresh connection (keeps the slot).
+            request.retried = True
+            self._connect(request)
+            return
+        request._state = _State.DONE
+        request._conn = None
+        request.error = exc
+        self._active -= 1
+        if self._queue:
+            self._pump()
+        request.on_done(request)
+
+    def _pump(self) -> None:
+        queue = self._queue
+        while queue and self._active < self._max:
+            request = queue.popleft()
+            if request._state is _State.QUEUED:
+                self._start(request)
+
+    def cancel_many(self, requests: Iterable[Request]) -> None:
+        """Give up on requests (the caller's deadline passed); `on_done` is not called for them.
+
+        Queued ones are dropped, connecting ones cancelled, sent ones have their connection
+        aborted (it carries an unanswered request, so it can't be reused).
+        """
+        requests = list(requests)
+        active = [r for r in requests if r._state in (_State.CONNECTING, _State.SENT)]
+        for request in requests:
+            if request._state is _State.QUEUED:
+                request._state = _State.DONE
+        for request in active:
+            if request._state is _State.CONNECTING and request._task is not None:
+                request._task.cancel()
+                request._task = None
+            elif request._state is _State.SENT and request._conn is not None:
+                conn = request._conn
+                conn.request = None
+                conn.abort()
+            request._state = _State.DONE
+            request._conn = None
+            self._active -= 1
+        if self._queue:
+            self._pump()
+
+    # -- pool -----------------------------------------------------------------------------
+
+    def _put_idle(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            self._idle[conn.key] = [conn]
+        else:
+            idle.append(conn)
+
+    def _forget_idle(self, conn: _Connection) -> None:
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self._idle[conn.key]
+
+    def close_idle(self, older_than: float) -> int:
+        """Close idle connections unused for more than `older_than` seconds; return how many."""
+        cutoff = time.monotonic() - older_than
+        stale = [c for conns in self._idle.values() for c in conns if c.idle_since < cutoff]
+        for conn in stale:
+            self._forget_idle(conn)
+            conn.close()
+        return len(stale)
+
+    async def close(self) -> None:
+        """Fail pending requests, close every connection; the client is unusable afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        pending = list(self._queue)
+        self._queue.clear()
+        for request in pending:
+            if request._state is _State.QUEUED:
+                request._state = _State.SENT  # so that _finish accounts it like an active one
+                self._active += 1
+                self._finish(request, ClientClosed("the HTTP client was closed"))
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for conn in list(self._conns):
+            if conn.request is not None:
+                request = conn.request
+                conn.request = None
+                conn.abort()
+                self._finish(request, ClientClosed("the HTTP client was closed"))
+            else:
+                conn.close()
+        self._idle.clear()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Requests whose connect task was cancelled: report them closed too.
+        await asyncio.sleep(0)

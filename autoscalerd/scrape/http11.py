@@ -422,8 +422,7 @@ class ResponseParser:
                 raise HTTPProtocolError(
                     f"cannot decompress the {self.encoding} body: {exc}"
                 ) from exc
-            if decomp.unconsumed_tail:
-                self._size = self._limit + 1  # stopped by max_length: past the limit
+            # Output is capped at one byte past the limit: a bomb costs at most the limit.
         if data:
             self._chunks.append(data)
             self._size += len(data)

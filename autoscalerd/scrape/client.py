@@ -384,6 +384,16 @@ class Scraper:
     def _on_done(self, request: Request) -> None:
         """Completion callback of one page request (runs inside the protocol callback)."""
         rnd, i, key = request.context
+        try:
+            self._complete(request, rnd, i, key)
+        except Exception as exc:  # never let a bug here break the connection's protocol
+            log.exception("scrape completion failed", url=key.url)
+            error = ScrapeError(
+                ScrapeErrorKind.CONNECT_FAILED, key.url, f"scrape failed: {_exc_text(exc)}"
+            )
+            rnd.set(i, _Page(text=None, error=error, duration_seconds=self._since(rnd)))
+
+    def _complete(self, request: Request, rnd: _Round, i: int, key: _PageKey) -> None:
         exc = request.error
         if exc is None:
             parser = request.parser

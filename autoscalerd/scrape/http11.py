@@ -94,13 +94,17 @@ class ClientClosed(RuntimeError):
 def build_get(host_header: str, target: str, headers: Iterable[tuple[str, str]]) -> bytes:
     """The bytes of a keep-alive `GET target HTTP/1.1` with a Host header and `headers`.
 
-    Raises ValueError if any part contains CR, LF or NUL (header injection).
+    Raises ValueError if any part contains CR, LF or NUL (header injection) or a character
+    outside latin-1.
     """
     lines = [f"GET {target} HTTP/1.1", f"Host: {host_header}"]
     lines += [f"{name}: {value}" for name, value in headers]
     if any(c in line for line in lines for c in "\r\n\0"):
         raise ValueError("request line or header contains a control character")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"request line or header is not latin-1 text: {exc.reason}") from exc
 
 
 class _Mode(enum.Enum):

@@ -14,12 +14,19 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import trustme
 from aiohttp import web
 
-from autoscalerd.config.model import DaemonConfig, MetricSource, SeriesSelector, TLSConfig
+from autoscalerd.config.model import (
+    Authorization,
+    DaemonConfig,
+    MetricSource,
+    SeriesSelector,
+    TLSConfig,
+)
 from autoscalerd.scrape.client import Scraper, ScrapeTarget
 from autoscalerd.scrape.errors import ScrapeErrorKind
 from autoscalerd.scrape.http11 import (
@@ -542,3 +549,23 @@ async def test_tls_keep_alive_with_aiohttp_server_and_idle_timeout(
     finally:
         await runner.cleanup()
     assert len(set(peers)) == 2
+
+
+async def test_unencodable_token_is_a_config_error(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t\u20ac\u20ac", encoding="utf-8")
+    src = MetricSource(
+        protocol="http",
+        port=1,
+        path="/metrics",
+        target_metric="go_threads",
+        selector=SeriesSelector(metric="go_threads"),
+        target_value=10.0,
+        authorization=Authorization(credentials_file=str(token)),
+    )
+    async with Scraper() as scraper:
+        [outcome] = await scraper.scrape(
+            [ScrapeTarget(pod="p", ip="127.0.0.1", source=src)], timeout=TIMEOUT
+        )
+    assert outcome.error is not None and outcome.error.kind is ScrapeErrorKind.AUTH_CONFIG
+    assert "latin-1" in str(outcome.error) and "t\u20ac" not in str(outcome.error)

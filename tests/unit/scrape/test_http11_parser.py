@@ -230,6 +230,6 @@ def test_partial_responses(raw: bytes, match: str) -> None:
 def test_build_get() -> None:
     head = build_get("10.0.0.1:10250", "/metrics", [("Accept", "text/plain")])
     assert head == b"GET /metrics HTTP/1.1\r\nHost: 10.0.0.1:10250\r\nAccept: text/plain\r\n\r\n"
-    for bad in ("a\r\nX-Injected: 1", "a\nb", "a\0b"):
+    for bad in ("a\r\nX-Injected: 1", "a\nb", "a\0b", "tök€n"):
         with pytest.raises(ValueError):
             build_get("h", "/", [("Authorization", bad)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -63,6 +64,11 @@ class DaemonContext:
     insecure_default: bool = False
     write_permission: Callable[[], tuple[bool, float | None]] = field(default=lambda: (True, None))
     """(may write, deadline in loop time): leader election plugs in here."""
+
+
+def tick_phase(key: str) -> float:
+    """A policy's stable offset within the scrape interval, as a fraction in [0, 1)."""
+    return (zlib.crc32(key.encode()) % 1000) / 1000
 
 
 def _utc_now() -> str:
@@ -121,7 +127,10 @@ class PolicyReconciler:
         loop = asyncio.get_running_loop()
         self.warn_insecure_sources()
         interval = self.ctx.daemon.scrape_interval_seconds
-        next_at = loop.time()
+        # Spread the policies over the interval (a stable phase per policy) so that a hundred
+        # of them do not all scrape in the same instant every second.
+        next_at = loop.time() + tick_phase(self.policy.key) * interval
+        await asyncio.sleep(next_at - loop.time())
         try:
             while True:
                 now = loop.time()

@@ -11,12 +11,31 @@ try:
 finally:
     await client.close()
 ```
+
+Connection pools. kubernetes_asyncio's `ApiClient` has one aiohttp connector limited to
+`Configuration.connection_pool_maxsize` (100) connections, and a watch holds its connection
+for as long as it streams: with one pool, 100 watches would leave no connection for
+anything else, and every `/scale` read, Event and Lease renewal would wait for its timeout.
+So the client keeps three `ApiClient`s, each with its own connector:
+
+- **calls** (request/response: `/scale`, Events, pod LISTs, discovery): bounded by
+  `connection_pool_maxsize`; each connection is held at most `api_timeout`;
+- **streams** (pod watches, one per namespace): no limit, one connection per watch;
+- **leases** (leader election, created by the first `leader_elector()`): two connections of
+  its own, so a renewal never queues behind watches *or* behind a burst of ordinary calls
+  (a leader that cannot renew in time steps down).
+
+All three are built from shallow copies of the one `Configuration`: they share its
+`api_key` dict and `refresh_api_key_hook`, so a token refreshed through any of them (the
+in-cluster token file re-read, the exec-plugin hook, the re-run forced after a 401 on any
+pool) is the token all of them send next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +53,29 @@ from autoscalerd.kube.scale import RetryPolicy, ScaleInfo, ScaleOps
 log = structlog.get_logger(__name__)
 
 __all__ = ["KubeClient", "connect"]
+
+STREAM_POOL_SIZE = 0
+"""Connections for watches: 0 = no limit (each watch needs exactly one, for its lifetime)."""
+LEASE_POOL_SIZE = 2
+"""Connections for leader election (one renewal at a time; one spare for a release)."""
+
+
+def make_api_client(configuration: Any, pool_size: int | None = None) -> Any:
+    """An `ApiClient` with its own connection pool of `pool_size` connections (0 = no limit;
+    None = the configuration's `connection_pool_maxsize`).
+
+    The `Configuration` is copied shallowly: the copy shares `api_key` (the dict the token
+    refresh hooks write to) and `refresh_api_key_hook` with the original, so every pool
+    sends the current token; only the pool size differs.
+    """
+    from kubernetes_asyncio.client import ApiClient
+
+    conf = copy.copy(configuration)
+    if pool_size is not None:
+        conf.connection_pool_maxsize = pool_size
+    api_client: Any = ApiClient(configuration=conf)
+    api_client.user_agent = "autoscalerd"
+    return api_client
 
 
 async def connect(
@@ -63,7 +105,8 @@ async def connect(
 
 
 class KubeClient:
-    """Credentials, one `ApiClient`, and the operations the daemon needs. Close it when done."""
+    """Credentials, the connection pools (see the module doc), and the operations the daemon
+    needs. Close it when done."""
 
     def __init__(
         self,
@@ -75,29 +118,33 @@ class KubeClient:
         retry: RetryPolicy | None = None,
         events: EventSettings | None = None,
     ) -> None:
-        from kubernetes_asyncio.client import ApiClient
-
-        asyncio.get_running_loop()  # the aiohttp session must be created inside the loop
+        asyncio.get_running_loop()  # the aiohttp sessions must be created inside the loop
         self._credentials = credentials
         self.source = credentials.source
         self.server: str = str(credentials.configuration.host)
         self.default_namespace = credentials.default_namespace
         self.in_cluster = credentials.source == "in-cluster"
         self.identity = identity or default_identity()
-        api_client: Any = ApiClient(configuration=credentials.configuration)
-        api_client.user_agent = "autoscalerd"
-        self._api_client = api_client
-        self._t = Transport(
-            api_client,
-            api_timeout=api_timeout,
-            on_unauthorized=credentials.invalidate_token,
-        )
+        self._api_timeout = api_timeout
+        self._api_client = make_api_client(credentials.configuration)
+        self._t = self._transport(self._api_client)
+        self._stream_api_client = make_api_client(credentials.configuration, STREAM_POOL_SIZE)
+        self._stream_t = self._transport(self._stream_api_client)
+        self._lease_api_client: Any = None
+        self._lease_t: Transport | None = None
         self._scale = ScaleOps(self._t, retry)
         self._events = EventRecorder(self._t, instance=self.identity, settings=events)
-        self.pods = PodCaches(self._t, watch)
+        self.pods = PodCaches(self._t, watch, stream_transport=self._stream_t)
         """Shared watch caches: `pods.acquire(namespace, selector)` / `await pods.release(c)`."""
         self._electors: list[LeaderElector] = []
         self._closed = False
+
+    def _transport(self, api_client: Any) -> Transport:
+        return Transport(
+            api_client,
+            api_timeout=self._api_timeout,
+            on_unauthorized=self._credentials.invalidate_token,
+        )
 
     @property
     def api_timeout(self) -> float:
@@ -156,8 +203,13 @@ class KubeClient:
         namespace = settings.lease_namespace or (
             self.default_namespace if self.in_cluster else "default"
         )
+        if self._lease_t is None:
+            self._lease_api_client = make_api_client(
+                self._credentials.configuration, LEASE_POOL_SIZE
+            )
+            self._lease_t = self._transport(self._lease_api_client)
         elector = LeaderElector(
-            self._t, settings, namespace=namespace, identity=identity or self.identity
+            self._lease_t, settings, namespace=namespace, identity=identity or self.identity
         )
         self._electors.append(elector)
         return elector
@@ -173,7 +225,10 @@ class KubeClient:
         await self.pods.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._events.flush(), timeout=self._t.api_timeout)
-        await self._api_client.close()
+        for api_client in (self._api_client, self._stream_api_client, self._lease_api_client):
+            if api_client is not None:
+                with contextlib.suppress(Exception):
+                    await api_client.close()
         log.debug("kube client closed", server=self.server)
 
     async def __aenter__(self) -> KubeClient:

@@ -92,10 +92,13 @@ class PodCache:
         namespace: str,
         selector: str,
         settings: WatchSettings | None = None,
+        *,
+        stream_transport: Transport | None = None,
     ) -> None:
         self.namespace = namespace
         self.selector = selector
         self._t = transport
+        self._stream_t = stream_transport or transport
         self._settings = settings or WatchSettings()
         self._pods: dict[str, PodInfo] = {}
         self._synced = False
@@ -198,9 +201,9 @@ class PodCache:
         }
         if resource_version:
             kwargs["resource_version"] = resource_version
-        async with self._t.stream(
+        async with self._stream_t.stream(
             self._op("watch"),
-            self._t.core.list_namespaced_pod,
+            self._stream_t.core.list_namespaced_pod,
             self.namespace,
             read_timeout=read_timeout,
             **kwargs,
@@ -304,8 +307,15 @@ class PodCaches:
     """One `PodCache` per (namespace, selector), reference-counted: `acquire` starts it (or
     shares a running one), `release` stops it when its last user lets go."""
 
-    def __init__(self, transport: Transport, settings: WatchSettings | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        settings: WatchSettings | None = None,
+        *,
+        stream_transport: Transport | None = None,
+    ) -> None:
         self._t = transport
+        self._stream_t = stream_transport
         self._settings = settings
         self._caches: dict[tuple[str, str], tuple[PodCache, int]] = {}
 
@@ -319,7 +329,9 @@ class PodCaches:
         key = (namespace, selector)
         entry = self._caches.get(key)
         if entry is None:
-            cache = PodCache(self._t, namespace, selector, self._settings)
+            cache = PodCache(
+                self._t, namespace, selector, self._settings, stream_transport=self._stream_t
+            )
             cache.start()
             self._caches[key] = (cache, 1)
             log.info("pod cache started", namespace=namespace, selector=selector)

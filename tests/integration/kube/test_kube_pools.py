@@ -1,0 +1,174 @@
+"""Connection pools: long-lived watches never starve ordinary calls or lease renewals, and
+token refresh reaches every pool."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kube_helpers import ClientFactory, eventually
+
+from autoscalerd.config.model import LeaderElection, ScaleTargetRef
+from autoscalerd.kube import KubeClient, connect
+from autoscalerd.sandbox import Sandbox
+
+DEPLOY = ScaleTargetRef(api_version="apps/v1", kind="Deployment", name="web")
+FAST = LeaderElection(
+    lease_duration_seconds=2.0,
+    renew_deadline_seconds=1.5,
+    retry_period_seconds=0.3,
+    lease_name="autoscalerd",
+    lease_namespace="ops",
+)
+WATCHES = 150
+"""More watches than kubernetes_asyncio's default pool (`connection_pool_maxsize` = 100)."""
+
+
+async def timed(coro: object) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await coro  # type: ignore[misc]
+    return loop.time() - start
+
+
+async def test_150_watches_do_not_starve_calls_or_lease_renewals(
+    sb: Sandbox, new_client: ClientFactory
+) -> None:
+    """The scale benchmark's stall: 100+ watches held every pooled connection and each
+    `/scale` read, Event and Lease renewal waited for its timeout."""
+    kc = await new_client(api_timeout=3.0)
+    await sb.add_deployment("default", "web", replicas=1)
+    elector = kc.leader_elector(FAST)
+    elector.start()
+    assert await elector.wait_leading(3)
+
+    caches = [kc.pods.acquire(f"ns-{i:03d}", "app=web") for i in range(WATCHES)]
+    await eventually(lambda: sb.open_watches == WATCHES, timeout=30)
+    assert all(c.synced for c in caches)
+
+    # every kind of ordinary call answers well within its 3 s timeout
+    assert await timed(kc.get_scale("default", DEPLOY)) < 1.0
+    assert await timed(kc.set_replicas("default", DEPLOY, 2)) < 1.0
+    assert await timed(kc.server_version()) < 1.0
+    await kc.record_event("default", DEPLOY, "Normal", "SuccessfulRescale", "to 2")
+    await eventually(lambda: "SuccessfulRescale" in sb.event_reasons("default", "web"), 3)
+    # many concurrent calls too (more than the call pool's own limit)
+    results = await asyncio.gather(*(kc.get_scale("default", DEPLOY) for _ in range(120)))
+    assert {r.replicas for r in results} == {2}
+
+    # the leader keeps renewing while all the watches stream
+    lease = sb.lease("ops", "autoscalerd")
+    assert lease is not None
+    renewed = lease["spec"]["renewTime"]
+
+    def renewed_since() -> bool:
+        now = sb.lease("ops", "autoscalerd")
+        return now is not None and now["spec"]["renewTime"] > renewed
+
+    await eventually(renewed_since, timeout=1.0)
+    assert elector.is_leader
+    assert sb.open_watches == WATCHES  # the watches stayed open all along
+
+    for c in caches:
+        await kc.pods.release(c)
+    await eventually(lambda: sb.open_watches == 0, timeout=10)
+
+
+async def test_pools_share_one_token_and_close_together(sb: Sandbox, kc: KubeClient) -> None:
+    kc.leader_elector(FAST)
+    clients = [kc._api_client, kc._stream_api_client, kc._lease_api_client]
+    assert len({id(c.rest_client.pool_manager) for c in clients}) == 3
+    confs = [c.configuration for c in clients]
+    # one api_key dict and one refresh hook: a token refreshed through any pool is used by all
+    assert all(c.api_key is confs[0].api_key for c in confs)
+    assert all(c.refresh_api_key_hook is confs[0].refresh_api_key_hook for c in confs)
+    assert kc._api_client.rest_client.pool_manager.connector.limit == 100
+    assert kc._stream_api_client.rest_client.pool_manager.connector.limit == 0  # no limit
+    assert kc._lease_api_client.rest_client.pool_manager.connector.limit == 2
+    await kc.close()
+    assert all(c.rest_client.pool_manager.closed for c in clients)
+
+
+@pytest.fixture
+def service_account(sb: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for var in ("KUBECONFIG", "POD_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(sb.token)
+    shutil.copy(sb.api_ca_file, sa / "ca.crt")
+    (sa / "namespace").write_text("default\n")
+    host, port = sb.api_url.removeprefix("https://").rsplit(":", 1)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    return sa
+
+
+async def test_in_cluster_rotated_token_reaches_the_watch_pool(
+    sb: Sandbox, service_account: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes_asyncio.config import incluster_config
+
+    monkeypatch.setattr(incluster_config, "TOKEN_REFRESH_PERIOD", datetime.timedelta(0))
+    await sb.add_deployment("default", "web", replicas=1)
+    async with await connect(None, None, True, 2.0, service_account_dir=service_account) as kc:
+        cache = kc.pods.acquire("default", "app=web")
+        assert await cache.wait_synced(5)
+        await eventually(lambda: sb.open_watches == 1)
+        # the kubelet rotates the projected token; the old one is refused at once
+        (service_account / "token").write_text(sb.rotate_token())
+        sb.faults.drop_watches()
+        # only the watch reconnects (no LIST): it must send the re-read token
+        await sb.scale("default", "web", 2)
+        await sb.wait_for_replicas("default", "web", 2)
+        await eventually(lambda: len([p for p in cache.pods() if p.counts]) == 2)
+        assert cache.relists == 1 and cache.last_error is None
+        assert not [r for r in sb.requests if r.status == 401]
+
+
+EXEC_PLUGIN = """
+import json, pathlib, sys
+counter, token = sys.argv[1], sys.argv[2]
+p = pathlib.Path(counter)
+runs = int(p.read_text()) if p.exists() else 0
+p.write_text(str(runs + 1))
+print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                  "status": {"token": token if runs >= 1 else "expired-token"}}))
+"""
+
+
+async def test_exec_plugin_token_refreshed_after_401_serves_the_watch_pool(
+    sb: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    script = tmp_path / "plugin.py"
+    script.write_text(EXEC_PLUGIN)
+    runs = tmp_path / "runs"
+    cfg = yaml.safe_load(sb.kubeconfig_path.read_text())
+    cfg["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": sys.executable,
+            "args": [str(script), str(runs), sb.token],
+        }
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    await sb.add_deployment("default", "web", replicas=1)
+    async with await connect(str(path), None, False, 3.0) as kc:
+        # the first LIST gets 401 with the plugin's first (bad) token; the 401 forces a
+        # re-run; the watch, on its own pool, then uses the refreshed token
+        cache = kc.pods.acquire("default", "app=web")
+        assert await cache.wait_synced(8)
+        await eventually(lambda: sb.open_watches == 1)
+        await sb.scale("default", "web", 2)
+        await sb.wait_for_replicas("default", "web", 2)
+        await eventually(lambda: len([p for p in cache.pods() if p.counts]) == 2)
+        assert runs.read_text() == "2"
+        watch_statuses = {r.status for r in sb.requests if "watch=true" in r.query}
+        assert 401 not in watch_statuses

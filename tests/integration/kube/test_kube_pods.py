@@ -154,14 +154,23 @@ async def test_caches_are_shared_and_stopped_when_unused(sb: Sandbox, kc: KubeCl
     assert other is not a
     assert await other.wait_synced(5)
     assert other.pods() == []
-    await eventually(lambda: len(sb._api.store.watchers) == 2)
+    assert [p.labels["app"] for p in a.pods()] == ["web"]
+    # ... on the same namespace watch
+    await eventually(lambda: sb.open_watches == 1)
+    assert kc.pods.watched_namespaces() == ["default"]
+    elsewhere = kc.pods.acquire("prod", "app=web")  # another namespace → another watch
+    await eventually(lambda: sb.open_watches == 2)
+    await kc.pods.release(elsewhere)
+    await eventually(lambda: sb.open_watches == 1)
     await kc.pods.release(other)
-    await eventually(lambda: len(sb._api.store.watchers) == 1)
+    await asyncio.sleep(0.1)
+    assert sb.open_watches == 1  # "app=web" still uses the namespace's watch
     await kc.pods.release(a)
     assert kc.pods.active() == [a]
     await kc.pods.release(b)
     assert kc.pods.active() == []
-    await eventually(lambda: len(sb._api.store.watchers) == 0)
+    assert kc.pods.watched_namespaces() == []
+    await eventually(lambda: sb.open_watches == 0)
     with pytest.raises(ValueError):
         kc.pods.acquire("default", "")
 

@@ -344,9 +344,9 @@ class _NamespaceWatch:
                 return rv
             info = None
         elif kind in ("ADDED", "MODIFIED"):
-            if self._pods.get(name) == info:
+            if self._pods.get(name) == pod:
                 return rv
-            self._pods[name] = info
+            self._pods[name] = pod
         else:
             return rv
         changed = False

@@ -33,6 +33,7 @@ async def main() -> None:
     ap.add_argument("--targets", type=int, default=200)
     ap.add_argument("--port", type=int, default=19443)
     ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--client", help="path of another client.py whose Scraper to run (A/B)")
     args = ap.parse_args()
     selector = SeriesSelector(metric="go_threads")
     source = MetricSource(
@@ -49,7 +50,17 @@ async def main() -> None:
         for i, ip in enumerate(target_ips(args.targets))
     ]
     loop = asyncio.get_running_loop()
-    async with Scraper(daemon=DaemonConfig()) as scraper:
+    scraper_class = Scraper
+    if args.client:  # e.g. the previous aiohttp-based client, for a same-run before/after
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_scrape_ab_client", args.client)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        scraper_class = module.Scraper
+    async with scraper_class(daemon=DaemonConfig()) as scraper:
         next_tick = loop.time()
         while True:
             outcomes = await scraper.scrape(targets, timeout=0.8 * args.interval)

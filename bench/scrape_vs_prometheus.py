@@ -82,6 +82,10 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=19443)
     ap.add_argument("--control", type=int, default=19080)
     ap.add_argument("--prometheus", default=shutil.which("prometheus") or "/usr/bin/prometheus")
+    ap.add_argument(
+        "--client",
+        help="run the Scraper of another client.py as 'ours' (e.g. an old version, for A/B)",
+    )
     args = ap.parse_args()
 
     sys.path.insert(0, str(HERE))
@@ -130,6 +134,7 @@ def main() -> int:
                     str(args.port),
                     "--interval",
                     str(args.interval),
+                    *(["--client", args.client] if args.client else []),
                 ],
                 stdout=subprocess.PIPE,
             )

@@ -3,7 +3,7 @@
 One `Scraper` serves the whole daemon. Design points, each for a measured reason:
 
 - **Its own small HTTP/1.1 client.** Requests go through `scrape.http11` (keep-alive GET on an
-  `asyncio.Protocol`, no task per request, one prebuilt request per page) rather than aiohttp's
+  `asyncio.BufferedProtocol`, no task per request, one prebuilt request per page) rather than aiohttp's
   general-purpose client: at 200 TLS targets per second aiohttp's per-request machinery was
   ~70 % of the scraper's CPU (bench/README-scrape.md has the profile and the figures).
 - **Connections kept alive.** The pool is keyed by (host, port, SSLContext, server_hostname);
@@ -626,7 +626,7 @@ class Scraper:
         """Find the TLS failure behind a bare disconnect on an HTTPS port, if there is one.
 
         With TLS 1.3 a server that wants a client certificate (mTLS) rejects it *after* the
-        client finished its handshake, so aiohttp reports only "Server disconnected". Replaying
+        client finished its handshake, so the client sees only a bare disconnect. Replaying
         one request over a raw TLS stream surfaces the server's alert (Go servers send
         "certificate required"); a server that just hangs up (Python's asyncio) is recognised
         by a TLS 1.2 handshake being refused where 1.3 "succeeded". Runs only on failures.
@@ -800,7 +800,7 @@ def _status_error(key: _PageKey, status: int, reason: str | None, preview: bytes
 
 
 def _is_ssl_alert(exc: BaseException) -> bool:
-    """Say whether an OS-level error is really a TLS failure (aiohttp wraps those)."""
+    """Say whether an OS-level error is really a TLS failure (wrapped or chained)."""
     causes = (exc, exc.__cause__, getattr(exc, "os_error", None))
     return any(isinstance(c, ssl.SSLError) for c in causes)
 

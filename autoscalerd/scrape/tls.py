@@ -1,11 +1,11 @@
 """TLS contexts and bearer tokens for scrapes: built once per distinct setting, reused.
 
 An `ssl.SSLContext` is expensive to build (the system store alone is ~100 ms of parsing) and
-aiohttp keys its connection pool on the context object, so a context per request would also
-mean a new TLS handshake per request. `TLSContextCache` builds one context per distinct
+the scraper's HTTP client keys its connection pool on the context object, so a context per
+request would also mean a new TLS handshake per request. `TLSContextCache` builds one context per distinct
 effective `TLSConfig` and hands out the same object for as long as the files behind it
 (caFile, certFile, keyFile) are unchanged; when one of them changes (certificate rotation), the
-next call builds a fresh context, and aiohttp opens new connections for it.
+next call builds a fresh context, and the client opens new connections for it.
 
 `TokenCache` reads `authorization.credentialsFile` and re-reads it only when the file's
 (inode, size, mtime) changes: bound service-account tokens rotate about hourly and the kubelet

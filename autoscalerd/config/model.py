@@ -320,6 +320,7 @@ class DaemonConfig:
     scrape_timeout_seconds: float = 0.8
     tls: TLSConfig = TLSConfig()
     authorization: Authorization | None = None
+    """Default token for https sources without their own (never sent over plain http)."""
     max_concurrent_scrapes: int = 256
     """At most this many scrapes in flight across all policies."""
     body_size_limit_bytes: int = DEFAULT_BODY_SIZE_LIMIT_BYTES

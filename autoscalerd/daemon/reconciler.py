@@ -43,12 +43,14 @@ def effective_source(
     """The source with DaemonConfig defaults (and `--insecure-skip-tls-verify`) filled in.
 
     Precedence: the source's own setting, then the DaemonConfig's, then the command-line flag.
+    The DaemonConfig's token applies to https sources only (never sent in clear text).
     """
     base = daemon.tls
     if insecure_default and base.insecure_skip_verify is None:
         base = replace(base, insecure_skip_verify=True)
-    tls = source.tls.merged_over(base) if source.protocol == "https" else TLSConfig()
-    auth = source.authorization or daemon.authorization
+    https = source.protocol == "https"
+    tls = source.tls.merged_over(base) if https else TLSConfig()
+    auth = source.authorization or (daemon.authorization if https else None)
     return replace(source, tls=tls, authorization=auth)
 
 
@@ -121,6 +123,7 @@ class PolicyReconciler:
                     metric=source.target_metric,
                     port=source.port,
                     set_by=origin,
+                    where=str(source.where) if source.where else None,
                 )
 
     async def run(self) -> None:

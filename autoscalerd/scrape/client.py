@@ -465,15 +465,17 @@ class Scraper:
         if https and tls.insecure_skip_verify and src not in self._warned:
             self._warned.add(src)
             message = insecure_skip_verify_warning(src, tls)
-            if message:
-                log.warning("tls verification disabled", detail=message)
+            if message:  # the daemon warns with the policy's context at start and reload
+                log.debug("tls verification disabled", detail=message)
         return _PageKey(
             url=target_url(target),
             host=target.ip,
             port=src.port,
             https=https,
             tls=tls if https else TLSConfig(),
-            authorization=src.authorization or self._daemon.authorization,
+            # The DaemonConfig's token goes to https sources only: a default must never send
+            # a credential in clear text. A source's own `authorization` is its own choice.
+            authorization=src.authorization or (self._daemon.authorization if https else None),
         )
 
     def _head(self, key: _PageKey, timeout_text: str) -> bytes:

@@ -364,6 +364,17 @@ async def test_bearer_token_required_and_rotated(tmp_path: Path) -> None:
     assert seen.headers[-1]["Authorization"] == "Bearer s3cret-2"
 
 
+async def test_daemon_default_token_is_never_sent_over_plain_http(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("daemon-wide")
+    daemon = DaemonConfig(authorization=Authorization(credentials_file=str(token_file)))
+    seen = Seen()
+    async with serve(seen) as port, Scraper(daemon=daemon) as scraper:
+        [plain] = await scraper.scrape([target(source(port, "/auth"))], timeout=TIMEOUT)
+    assert plain.error is not None and plain.error.kind is ScrapeErrorKind.UNAUTHORIZED
+    assert "Authorization" not in seen.headers[-1]
+
+
 async def test_token_never_in_messages(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("do-not-leak")

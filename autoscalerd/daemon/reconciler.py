@@ -23,7 +23,7 @@ from autoscalerd.kube.errors import KubeError
 from autoscalerd.kube.pods import PodCache, PodInfo
 from autoscalerd.kube.scale import ScaleInfo
 from autoscalerd.scaling.autoscaler import Autoscaler, Decision, SourceSample, Tick
-from autoscalerd.scrape.client import Scraper, ScrapeTarget
+from autoscalerd.scrape.client import ScrapeOutcome, Scraper, ScrapeTarget
 from autoscalerd.server.metrics import DaemonMetrics
 
 __all__ = ["DaemonContext", "PolicyReconciler", "effective_source"]
@@ -101,6 +101,8 @@ class PolicyReconciler:
         self.ticks = 0
         self.late_ticks = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._sources_stamp: tuple[DaemonConfig, bool] | None = None
+        self._sources: tuple[MetricSource, ...] = ()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -254,7 +256,7 @@ class PolicyReconciler:
     async def _scrape(self, counted: list[PodInfo]) -> tuple[SourceSample, ...]:
         p = self.policy
         ctx = self.ctx
-        sources = [effective_source(s, ctx.daemon, ctx.insecure_default) for s in p.sources]
+        sources = self._effective_sources()
         targets = [
             ScrapeTarget(pod=pod.name, ip=pod.ip, source=source)
             for source in sources
@@ -267,36 +269,70 @@ class PolicyReconciler:
         )
         n = len(counted)
         samples: list[SourceSample] = []
-        live_keys: set[str] = set()
+        results: dict[str, int] = {}
+        observe = ctx.metrics.scrape_duration_seconds.observe
+        scrape_errors = False
         for i, source in enumerate(p.sources):
             total = 0.0
             answered = 0
             for pod, outcome in zip(counted, outcomes[i * n : (i + 1) * n], strict=True):
-                key = f"scrape:{pod.name}:{i}"
-                live_keys.add(key)
-                ctx.metrics.scrape_duration_seconds.observe(outcome.duration_seconds)
+                observe(outcome.duration_seconds)
                 if outcome.error is None and outcome.value is not None:
-                    ctx.metrics.scrapes_total.labels(p.namespace, p.name, "ok").inc()
                     total += outcome.value
                     answered += 1
-                    self._resolved(key, pod=pod.name)
-                else:
-                    kind = getattr(outcome.error, "kind", "error")
-                    ctx.metrics.scrapes_total.labels(p.namespace, p.name, str(kind)).inc()
-                    self._problem(
-                        key,
-                        str(outcome.error),
-                        pod=pod.name,
-                        metric=source.target_metric,
-                        event="FailedGetMetrics",
-                    )
-            sample = SourceSample(
-                total=total if answered else None, answered=answered, missing=n - answered
+                    continue
+                scrape_errors = True
+                kind = str(getattr(outcome.error, "kind", "error"))
+                results[kind] = results.get(kind, 0) + 1
+                self._problem(
+                    f"scrape:{pod.name}:{i}",
+                    str(outcome.error),
+                    pod=pod.name,
+                    metric=source.target_metric,
+                    event="FailedGetMetrics",
+                )
+            results["ok"] = results.get("ok", 0) + answered
+            samples.append(
+                SourceSample(
+                    total=total if answered else None, answered=answered, missing=n - answered
+                )
             )
-            samples.append(sample)
-        for key in [k for k in self._errors if k.startswith("scrape:") and k not in live_keys]:
-            del self._errors[key]  # the pod is gone: forget its problem quietly
+        for result, count in results.items():
+            if count:
+                ctx.metrics.scrapes_total.labels(p.namespace, p.name, result).inc(count)
+        if scrape_errors or self._scrape_problems:
+            self._settle_scrape_problems(counted, outcomes, n)
         return tuple(samples)
+
+    def _settle_scrape_problems(
+        self, counted: list[PodInfo], outcomes: list[ScrapeOutcome], n: int
+    ) -> None:
+        """Log recoveries of pods that failed before, and forget pods that are gone."""
+        live: set[str] = set()
+        for i in range(len(self.policy.sources)):
+            for pod, outcome in zip(counted, outcomes[i * n : (i + 1) * n], strict=True):
+                key = f"scrape:{pod.name}:{i}"
+                live.add(key)
+                if outcome.error is None and key in self._errors:
+                    self._resolved(key, pod=pod.name)
+        for key in [k for k in self._errors if k.startswith("scrape:") and k not in live]:
+            del self._errors[key]  # the pod is gone: forget its problem quietly
+
+    @property
+    def _scrape_problems(self) -> bool:
+        return any(k.startswith("scrape:") for k in self._errors)
+
+    def _effective_sources(self) -> tuple[MetricSource, ...]:
+        """The sources with defaults filled in, rebuilt only when the daemon settings change
+        (the scraper caches its per-page work by source object, so keep them stable)."""
+        ctx = self.ctx
+        stamp = (ctx.daemon, ctx.insecure_default)
+        if self._sources_stamp != stamp:
+            self._sources_stamp = stamp
+            self._sources = tuple(
+                effective_source(s, ctx.daemon, ctx.insecure_default) for s in self.policy.sources
+            )
+        return self._sources
 
     def _record_decision(self, decision: Decision) -> None:
         p = self.policy

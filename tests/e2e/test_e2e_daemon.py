@@ -391,3 +391,29 @@ async def test_demo_command_shows_scaling() -> None:
     assert history.split(":", 1)[1].strip().startswith("1 -> "), text  # it scaled up
     assert "never above maxReplicas: True" in text
     assert "daemon exit code: 0" in text
+
+
+@pytest.mark.parametrize(
+    ("kind", "api_version", "add"),
+    [
+        pytest.param("StatefulSet", "apps/v1", "add_statefulset", id="statefulset"),
+        pytest.param("Widget", "example.com/v1", "add_widget", id="custom-resource"),
+    ],
+)
+async def test_any_target_with_a_scale_subresource(
+    tmp_path: Path, sandbox: Sandbox, start_daemon: Any, kind: str, api_version: str, add: str
+) -> None:
+    await getattr(sandbox, add)(
+        "default", "db", replicas=1, labels={"app": "db"},
+        metrics=MetricsEndpoint(port=8000, tls="plain", metric="requests"),
+    )  # fmt: skip
+    sandbox.set_load("default", "db", "requests", 35)
+    text = policy_yaml(namespace="default", name="db", target="db", kind=kind, api_version=api_version,
+                       protocol="http", port=8000, metric="requests", target_value=10)  # fmt: skip
+    daemon = await start_daemon(write(tmp_path, "p.yaml", text))
+    await sandbox.wait_for_spec_replicas("default", "db", 4, timeout=10)
+    deadline = time.monotonic() + 5
+    while "SuccessfulRescale" not in sandbox.event_reasons("default", "db"):
+        assert time.monotonic() < deadline, "the scale write is followed by an Event"
+        await asyncio.sleep(0.05)
+    assert await daemon.stop() == 0

@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from _scrape_targets import target_ips
+from _scrape_targets import target_ips  # noqa: E402
 
 
 def rss_kib() -> int:
@@ -107,9 +107,14 @@ def main() -> int:
         ca.cert_pem.write_to_path(str(cert))
         ca.private_key_pem.write_to_path(str(key))
         fleet = subprocess.Popen(
-            [sys.executable, str(HERE / "_scrape_targets.py"), str(cert), str(key)]
-            + ["--targets", str(args.targets), "--port", str(args.port)]
-            + ["--control", str(args.control)],
+            [
+                sys.executable,
+                str(HERE / "_scrape_targets.py"),
+                str(cert),
+                str(key),
+                *("--targets", str(args.targets), "--port", str(args.port)),
+                *("--control", str(args.control)),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -74,7 +74,11 @@ def tick_phase(key: str) -> float:
 
 
 def _utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return _utc(time.time())
+
+
+def _utc(wall: float) -> str:
+    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class PolicyReconciler:
@@ -92,7 +96,8 @@ class PolicyReconciler:
         self._errors: dict[str, str] = {}
         """Current problems by key (`scale`, `pods`, `scrape:<pod>:<i>`, `write`): message."""
         self._last_decision: Decision | None = None
-        self._last_decision_at: str | None = None
+        self._last_decision_at: float | None = None
+        """Wall-clock time of the last decision (formatted only when /status asks)."""
         self._last_scale: dict[str, Any] | None = None
         self._last_logged_desired: int | None = None
         self._ready = 0
@@ -339,7 +344,7 @@ class PolicyReconciler:
         m = self.ctx.metrics
         labels = (p.namespace, p.name)
         self._last_decision = decision
-        self._last_decision_at = _utc_now()
+        self._last_decision_at = time.time()
         m.decisions_total.labels(p.namespace, p.name, decision.reason).inc()
         for source, value in zip(p.sources, decision.values, strict=False):
             gauge = m.metric_value.labels(p.namespace, p.name, source.target_metric)
@@ -469,7 +474,9 @@ class PolicyReconciler:
             "mode": (d.mode or None) if d is not None else None,
             "reason": d.reason if d is not None else None,
             "detail": d.detail if d is not None else None,
-            "last_decision_time": self._last_decision_at,
+            "last_decision_time": (
+                _utc(self._last_decision_at) if self._last_decision_at is not None else None
+            ),
             "last_scale": self._last_scale,
             "last_error": errors[0] if errors else None,
             "errors": errors[:20],

@@ -469,7 +469,9 @@ def _parse_annotations(
             )
             continue
         value: Any
-        if not isinstance(raw, (str, int, float)) or (isinstance(raw, bool) and spec.kind != "bool"):
+        if not isinstance(raw, (str, int, float)) or (
+            isinstance(raw, bool) and spec.kind != "bool"
+        ):
             doc.add(apath, f"annotation values are strings, got {_describe(raw)}")
             continue
         text = raw if isinstance(raw, str) else str(raw)

@@ -97,6 +97,8 @@ def _matcher(text: str, label: str, op: MatchOp, value: str) -> LabelMatcher:
         try:
             regex = re.compile(value)
         except re.error as exc:
-            raise ValueError(f"{text!r}: bad regular expression {value!r} for {label}: {exc}") from None
+            raise ValueError(
+                f"{text!r}: bad regular expression {value!r} for {label}: {exc}"
+            ) from None
         return LabelMatcher(name=label, op=op, value=value, regex=regex)
     return LabelMatcher(name=label, op=op, value=value)

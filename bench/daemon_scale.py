@@ -53,6 +53,7 @@ from _daemon_common import (
     policy_yaml,
     sum_counter,
 )
+from _prometheus import prometheus_config
 
 HERE = Path(__file__).resolve().parent
 NS = "bench"
@@ -79,22 +80,6 @@ async def http_get(url: str, timeout: float = 30.0) -> str:
     if time.monotonic() - t0 > 1:
         print(f"  (slow answer: GET {url} took {time.monotonic() - t0:.1f} s)")
     return text
-
-
-def prometheus_config(path: Path, targets: list[str], interval: float) -> None:
-    listed = ", ".join(f'"{t}"' for t in targets)
-    path.write_text(
-        f"""global:
-  scrape_interval: {round(interval * 1000)}ms
-  scrape_timeout: {round(800 * interval)}ms
-scrape_configs:
-  - job_name: pods
-    scheme: https
-    tls_config: {{insecure_skip_verify: true}}
-    static_configs:
-      - targets: [{listed}]
-"""
-    )
 
 
 class Snapshot:

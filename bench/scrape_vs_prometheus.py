@@ -28,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _prometheus import prometheus_config
+
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -55,22 +57,6 @@ def write_cert(directory: Path) -> tuple[str, str]:
     ca.cert_pem.write_to_path(str(cert))
     ca.private_key_pem.write_to_path(str(key))
     return str(cert), str(key)
-
-
-def prometheus_config(path: Path, ips: list[str], port: int, interval: float) -> None:
-    targets = ", ".join(f'"{ip}:{port}"' for ip in ips)
-    path.write_text(
-        f"""global:
-  scrape_interval: {round(interval * 1000)}ms
-  scrape_timeout: {round(800 * interval)}ms
-scrape_configs:
-  - job_name: fleet
-    scheme: https
-    tls_config: {{insecure_skip_verify: true}}
-    static_configs:
-      - targets: [{targets}]
-"""
-    )
 
 
 def main() -> int:
@@ -140,7 +126,7 @@ def main() -> int:
             )
             if have_prometheus:
                 config = tmp / "prometheus.yml"
-                prometheus_config(config, ips, args.port, args.interval)
+                prometheus_config(config, [f"{ip}:{args.port}" for ip in ips], args.interval)
                 procs["prometheus"] = subprocess.Popen(
                     [
                         args.prometheus,

@@ -55,6 +55,25 @@ _KIND_TYPES: dict[str, ResourceType] = {
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
+def _container(wl: Workload) -> dict[str, Any]:
+    """The one container of a workload's pod template (and of its pods)."""
+    container: dict[str, Any] = {
+        "name": wl.name,
+        "image": f"registry.example/{wl.name}:sandbox",
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {},
+    }
+    if wl.metrics is not None:
+        container["ports"] = [
+            {
+                "name": "https" if wl.metrics.tls != "plain" else "http",
+                "containerPort": wl.metrics.port,
+                "protocol": "TCP",
+            }
+        ]
+    return container
+
+
 def _rand(n: int) -> str:
     return "".join(random.choice(_HASH_ALPHABET) for _ in range(n))
 
@@ -454,20 +473,7 @@ class Sandbox:
             annotations["deployment.kubernetes.io/revision"] = "1"
         if annotations:
             meta["annotations"] = annotations
-        container: dict[str, Any] = {
-            "name": wl.name,
-            "image": f"registry.example/{wl.name}:sandbox",
-            "imagePullPolicy": "IfNotPresent",
-            "resources": {},
-        }
-        if wl.metrics is not None:
-            container["ports"] = [
-                {
-                    "name": "https" if wl.metrics.tls != "plain" else "http",
-                    "containerPort": wl.metrics.port,
-                    "protocol": "TCP",
-                }
-            ]
+        container = _container(wl)
         template = {"metadata": {"labels": pod_labels}, "spec": {"containers": [container]}}
         spec: dict[str, Any] = {"replicas": replicas}
         if wl.kind == "Widget":
@@ -676,20 +682,7 @@ class Sandbox:
         if wl.kind == "StatefulSet":
             labels["statefulset.kubernetes.io/pod-name"] = name
             labels["apps.kubernetes.io/pod-index"] = str(ordinal)
-        container: dict[str, Any] = {
-            "name": wl.name,
-            "image": f"registry.example/{wl.name}:sandbox",
-            "imagePullPolicy": "IfNotPresent",
-            "resources": {},
-        }
-        if wl.metrics is not None:
-            container["ports"] = [
-                {
-                    "name": "https" if wl.metrics.tls != "plain" else "http",
-                    "containerPort": wl.metrics.port,
-                    "protocol": "TCP",
-                }
-            ]
+        container = _container(wl)
         obj = {
             "metadata": {
                 "name": name,

@@ -1,20 +1,17 @@
-"""`autoscalerd` with bench-only changes, to measure what they would fix.
+"""`autoscalerd` with bench-only changes, kept to reproduce the history in README-daemon.md.
 
 Usage: python bench/_daemon_patched.py --api-pool N [--ssl-read-buffer BYTES] run ...
 (the rest is `autoscalerd`'s command line).
 
-`--api-pool N`: kubernetes_asyncio's kubernetes_asyncio's `Configuration.connection_pool_maxsize` defaults to 100
-simultaneous connections to the API server, and the daemon keeps one long-lived pod watch per
-(namespace, selector): with 100 policies the watches hold every connection and each /scale
-read, /scale write and Event waits for one until its 10 s timeout. This wrapper sets the pool
-size before the daemon starts, so that bench/daemon_scale.py can measure the rest of the
-daemon at 100 policies; the proper fix belongs in `autoscalerd/kube/` (see
-bench/README-daemon.md).
+`--api-pool N` sets kubernetes_asyncio's `Configuration.connection_pool_maxsize` before the
+daemon starts. It measured the daemon past the stall that 100 per-selector watches caused in
+the shared 100-connection pool; `autoscalerd/kube/` has since put watches and the Lease on
+pools of their own and shares one watch per namespace, so today this only resizes the pool of
+ordinary calls.
 
-`--ssl-read-buffer BYTES`: asyncio's `SSLProtocol` allocates a 256 KiB `bytearray` read buffer
-per TLS connection (`asyncio.sslproto.SSLProtocol.max_size`); with 1,000 kept-alive pod
-connections that alone is 250 MiB of RSS. This sets the class attribute before the daemon
-starts (pages larger than the buffer are still read, in several calls).
+`--ssl-read-buffer BYTES` sets `asyncio.sslproto.SSLProtocol.max_size` (256 KiB per TLS
+connection). The scraper no longer uses `SSLProtocol` (it runs TLS over `ssl.MemoryBIO`), so
+today this only affects the daemon's connections to the API server.
 """
 
 from __future__ import annotations

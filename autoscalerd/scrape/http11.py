@@ -294,80 +294,31 @@ class ResponseParser:
 
     def _parse_head(self, head: bytes) -> bool:
         """Parse a head; False for an interim (1xx) response to skip."""
-        lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        code, _, reason = rest.partition(" ")
-        if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-            raise HTTPProtocolError(f"invalid status line {lines[0][:100]!r}")
-        status = int(code)
-        if 100 <= status < 200:
-            if status == 101:
-                raise HTTPProtocolError("the server switched protocols (HTTP 101)")
-            return False
-        length: int | None = None
-        transfer = ""
-        encoding = "identity"
-        connection = ""
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name[-1] in " \t" or name[0] in " \t":
-                raise HTTPProtocolError(f"invalid header line {line[:100]!r}")
-            lname = name.lower()
-            if lname == "content-length":
-                value = value.strip()
-                if not (value.isascii() and value.isdigit()) or (
-                    length is not None and length != int(value)
-                ):
-                    raise HTTPProtocolError(f"invalid Content-Length {value[:40]!r}")
-                length = int(value)
-            elif lname == "transfer-encoding":
-                transfer = f"{transfer},{value}" if transfer else value
-            elif lname == "content-encoding":
-                encoding = value.strip().lower() or "identity"
-            elif lname == "connection":
-                connection = f"{connection},{value}"
+        fields = _HEAD_CACHE.get(head)
+        if fields is None:
+            fields = _parse_head_fields(head)
+            if fields is None:
+                return False
+            if len(_HEAD_CACHE) >= HEAD_CACHE_SIZE:
+                _HEAD_CACHE.clear()
+            _HEAD_CACHE[head] = fields
+        status, reason, keep_alive, mode, length, encoding = fields
         self.status = status
-        self.reason = reason.strip()
-        tokens = connection.lower().translate(_TOKEN_SPLIT).split()
-        if version == "HTTP/1.1":
-            self.keep_alive = "close" not in tokens
-        else:
-            self.keep_alive = "keep-alive" in tokens and "close" not in tokens
+        self.reason = reason
+        self.keep_alive = keep_alive
+        self._mode = mode
         if status != 200:
             self._limit = min(self._limit, self._error_cap)
-        if transfer:
-            codings = [c.strip() for c in transfer.lower().split(",") if c.strip()]
-            if codings != ["chunked"]:
-                raise HTTPProtocolError(f"unsupported Transfer-Encoding {transfer.strip()!r}")
-            self._mode = _Mode.CHUNKED
-            if length is not None:
-                self.keep_alive = False  # both framings given: RFC 9112 §6.3 says close after
-        elif status in (204, 304):
-            self._mode = _Mode.EMPTY
-        elif length is not None:
-            self._mode = _Mode.LENGTH
+        if mode is _Mode.LENGTH:
             self._remaining = length
-        else:
-            self._mode = _Mode.UNTIL_CLOSE
-            self.keep_alive = False
         if encoding in ("gzip", "x-gzip"):
             self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
             self._decomp = _DEFLATE_PENDING
-        elif encoding != "identity":
-            raise HTTPProtocolError(
-                f"unsupported Content-Encoding {encoding!r} (the request accepted only gzip)"
-            )
         self.encoding = encoding
-        if (
-            status == 200
-            and self._mode is _Mode.LENGTH
-            and self._decomp is None
-            and length is not None
-            and length > self._limit
-        ):
+        if status == 200 and mode is _Mode.LENGTH and self._decomp is None and length > self._limit:
             raise BodyTooLarge(self._limit, f"Content-Length is {length} bytes")
-        if self._mode is _Mode.EMPTY or (self._mode is _Mode.LENGTH and length == 0):
+        if mode is _Mode.EMPTY or (mode is _Mode.LENGTH and length == 0):
             self._complete()
         return True
 
@@ -471,6 +422,79 @@ class ResponseParser:
         self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
         self.done = True
+
+
+HEAD_CACHE_SIZE = 256
+"""How many distinct response heads `_HEAD_CACHE` keeps (cleared wholesale when full)."""
+
+_HeadFields = tuple[int, str, bool, _Mode, int, str]
+"""(status, reason, keep_alive, body mode, Content-Length or 0, content coding) of a head."""
+
+_HEAD_CACHE: dict[bytes, _HeadFields] = {}
+"""Parsed final-response heads by their exact bytes. A fleet of exporters answers with a few
+distinct heads per second (they differ by Date and Content-Length at most), and parsing one is
+most of the response parser's cost for a 20 KiB page; the parse is a pure function of the
+bytes, so a hit gives exactly what parsing would."""
+
+
+def _parse_head_fields(head: bytes) -> _HeadFields | None:
+    """Parse a response head; None for an interim (1xx) response. Raises HTTPProtocolError."""
+    lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        raise HTTPProtocolError(f"invalid status line {lines[0][:100]!r}")
+    status = int(code)
+    if 100 <= status < 200:
+        if status == 101:
+            raise HTTPProtocolError("the server switched protocols (HTTP 101)")
+        return None
+    length: int | None = None
+    transfer = ""
+    encoding = "identity"
+    connection = ""
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name[-1] in " \t" or name[0] in " \t":
+            raise HTTPProtocolError(f"invalid header line {line[:100]!r}")
+        lname = name.lower()
+        if lname == "content-length":
+            value = value.strip()
+            if not (value.isascii() and value.isdigit()) or (
+                length is not None and length != int(value)
+            ):
+                raise HTTPProtocolError(f"invalid Content-Length {value[:40]!r}")
+            length = int(value)
+        elif lname == "transfer-encoding":
+            transfer = f"{transfer},{value}" if transfer else value
+        elif lname == "content-encoding":
+            encoding = value.strip().lower() or "identity"
+        elif lname == "connection":
+            connection = f"{connection},{value}"
+    tokens = connection.lower().translate(_TOKEN_SPLIT).split()
+    if version == "HTTP/1.1":
+        keep_alive = "close" not in tokens
+    else:
+        keep_alive = "keep-alive" in tokens and "close" not in tokens
+    if transfer:
+        codings = [c.strip() for c in transfer.lower().split(",") if c.strip()]
+        if codings != ["chunked"]:
+            raise HTTPProtocolError(f"unsupported Transfer-Encoding {transfer.strip()!r}")
+        mode = _Mode.CHUNKED
+        if length is not None:
+            keep_alive = False  # both framings given: RFC 9112 §6.3 says close after
+    elif status in (204, 304):
+        mode = _Mode.EMPTY
+    elif length is not None:
+        mode = _Mode.LENGTH
+    else:
+        mode = _Mode.UNTIL_CLOSE
+        keep_alive = False
+    if encoding not in ("gzip", "x-gzip", "deflate", "identity"):
+        raise HTTPProtocolError(
+            f"unsupported Content-Encoding {encoding!r} (the request accepted only gzip)"
+        )
+    return status, reason.strip(), keep_alive, mode, length or 0, encoding
 
 
 _DEFLATE_PENDING: Any = object()

@@ -233,3 +233,39 @@ def test_build_get() -> None:
     for bad in ("a\r\nX-Injected: 1", "a\nb", "a\0b", "tök€n"):
         with pytest.raises(ValueError):
             build_get("h", "/", [("Authorization", bad)])
+
+
+def test_cached_heads_parse_like_fresh_ones() -> None:
+    """Heads are cached by their bytes; per-parser settings (limit, error cap) still apply."""
+    from autoscalerd.scrape import http11
+
+    http11._HEAD_CACHE.clear()
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nContent-Encoding: gzip\r\n\r\n"
+    plain = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"
+    for _ in range(2):  # the second round hits the cache
+        p = ResponseParser(LIMIT)
+        p.feed(plain)
+        assert (p.status, p.reason, p.keep_alive, p.encoding) == (200, "OK", True, "identity")
+        assert p.feed(b"y" * 50) and p.body == b"y" * 50
+        with pytest.raises(BodyTooLarge, match="Content-Length is 50 bytes"):
+            ResponseParser(10).feed(plain)
+        p = ResponseParser(LIMIT)
+        assert not p.feed(ok)
+        assert p.encoding == "gzip" and p._decomp is not None
+        p = ResponseParser(LIMIT, error_cap=4)
+        assert p.feed(b"HTTP/1.0 503 Busy\r\nConnection: keep-alive\r\n\r\nabcdefgh")
+        assert (p.status, p.reason, p.body, p.truncated) == (503, "Busy", b"abcd", True)
+        with pytest.raises(HTTPProtocolError, match="unsupported Content-Encoding"):
+            ResponseParser(LIMIT).feed(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\n")
+    assert len(http11._HEAD_CACHE) == 3  # errors are not cached
+
+
+def test_head_cache_is_bounded() -> None:
+    from autoscalerd.scrape import http11
+
+    http11._HEAD_CACHE.clear()
+    for i in range(http11.HEAD_CACHE_SIZE * 2 + 1):
+        p = ResponseParser(LIMIT)
+        assert p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % i + b"z" * i)
+        assert p.body == b"z" * i
+    assert 0 < len(http11._HEAD_CACHE) <= http11.HEAD_CACHE_SIZE

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kube_helpers import pod_service_account
 from kubernetes_asyncio.client import Configuration
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
@@ -157,14 +157,7 @@ async def test_exec_plugin_is_rerun_after_401(
 
 @pytest.fixture
 def service_account(sb: Sandbox, clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    sa = tmp_path / "serviceaccount"
-    sa.mkdir()
-    (sa / "token").write_text(sb.token)
-    shutil.copy(sb.api_ca_file, sa / "ca.crt")
-    (sa / "namespace").write_text("autoscaling\n")
-    host, port = sb.api_url.removeprefix("https://").rsplit(":", 1)
-    clean_env.setenv("KUBERNETES_SERVICE_HOST", host)
-    clean_env.setenv("KUBERNETES_SERVICE_PORT", port)
+    sa = pod_service_account(sb, tmp_path / "serviceaccount", "autoscaling", clean_env)
     clean_env.setenv("POD_NAME", "autoscalerd-7d9f-abcde")
     return sa
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from kube_helpers import ClientFactory, eventually
+from kube_helpers import ClientFactory, eventually, pod_service_account
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
 from autoscalerd.kube import KubeClient, connect
@@ -98,15 +97,7 @@ async def test_pools_share_one_token_and_close_together(sb: Sandbox, kc: KubeCli
 def service_account(sb: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for var in ("KUBECONFIG", "POD_NAME"):
         monkeypatch.delenv(var, raising=False)
-    sa = tmp_path / "serviceaccount"
-    sa.mkdir()
-    (sa / "token").write_text(sb.token)
-    shutil.copy(sb.api_ca_file, sa / "ca.crt")
-    (sa / "namespace").write_text("default\n")
-    host, port = sb.api_url.removeprefix("https://").rsplit(":", 1)
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
-    return sa
+    return pod_service_account(sb, tmp_path / "serviceaccount", "default", monkeypatch)
 
 
 async def test_in_cluster_rotated_token_reaches_the_watch_pool(

@@ -17,7 +17,14 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from autoscalerd.config.model import Config
-from autoscalerd.config.parse import ConfigErrors, Path, Problem, RawDocument, parse_documents
+from autoscalerd.config.parse import (
+    ConfigErrors,
+    Path,
+    Problem,
+    RawDocument,
+    dotted,
+    parse_documents,
+)
 
 __all__ = ["ConfigErrors", "expand_paths", "load_config", "read_documents"]
 
@@ -179,7 +186,7 @@ class _Builder:
                         Problem(
                             file=self.file,
                             line=line,
-                            field=_dotted(child),
+                            field=dotted(child),
                             message=f"duplicate key; it is also set at line {self.key_lines.get(child, '?')}",
                         )
                     )
@@ -204,9 +211,3 @@ class _Builder:
                 )
             )
             return None
-
-
-def _dotted(path: Path) -> str:
-    from autoscalerd.config.parse import dotted
-
-    return dotted(path)

@@ -343,31 +343,27 @@ class PolicyReconciler:
         p = self.policy
         m = self.ctx.metrics
         labels = (p.namespace, p.name)
+        prev = self._last_decision.mode if self._last_decision is not None else ""
         self._last_decision = decision
         self._last_decision_at = time.time()
-        m.decisions_total.labels(p.namespace, p.name, decision.reason).inc()
+        m.decisions_total.labels(*labels, decision.reason).inc()
         for source, value in zip(p.sources, decision.values, strict=False):
-            gauge = m.metric_value.labels(p.namespace, p.name, source.target_metric)
-            if value is None:
-                try:
-                    m.metric_value.remove(p.namespace, p.name, source.target_metric)
-                except KeyError:
-                    pass
-            else:
-                gauge.set(value)
+            if value is not None:
+                m.metric_value.labels(*labels, source.target_metric).set(value)
+                continue
+            try:  # no data: the series goes away rather than showing a stale value
+                m.metric_value.remove(*labels, source.target_metric)
+            except KeyError:
+                pass
         if decision.desired is not None:
             m.desired_replicas.labels(*labels).set(decision.desired)
         if decision.mode:
             m.panic_mode.labels(*labels).set(1 if decision.mode == "panic" else 0)
-        prev = self._last_decision_mode
         if decision.mode and prev and decision.mode != prev:
             if decision.mode == "panic":
                 self.log.info("entering panic mode", detail=decision.detail)
             else:
                 self.log.info("leaving panic mode", detail=decision.detail)
-        self._last_decision_mode = decision.mode
-
-    _last_decision_mode: str = ""
 
     async def _apply(self, scale: ScaleInfo, decision: Decision) -> None:
         assert decision.desired is not None

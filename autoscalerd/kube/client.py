@@ -73,9 +73,36 @@ def make_api_client(configuration: Any, pool_size: int | None = None) -> Any:
     conf = copy.copy(configuration)
     if pool_size is not None:
         conf.connection_pool_maxsize = pool_size
+    _pin_env_proxy(conf)
     api_client: Any = ApiClient(configuration=conf)
     api_client.user_agent = "autoscalerd"
+    # kubernetes_asyncio opens its aiohttp session with `trust_env=True`, which makes every
+    # request look up ~/.netrc and the proxy variables in a worker thread (two thread hops
+    # per call: ~4 % of the daemon's CPU at 100 policies). The proxy is resolved once above
+    # instead; netrc credentials are not something the Kubernetes API takes.
+    api_client.rest_client.pool_manager._trust_env = False
     return api_client
+
+
+def _pin_env_proxy(conf: Any) -> None:
+    """Resolve `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` for the API server once, as kubectl does.
+
+    A kubeconfig `proxy-url` (already in `conf.proxy`) wins over the environment, as in
+    client-go. Credentials in the proxy URL become a `Proxy-Authorization` header.
+    """
+    if conf.proxy:
+        return
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(str(conf.host)))
+    except LookupError:  # no proxy variable for this scheme, or NO_PROXY matches the host
+        return
+    conf.proxy = str(proxy)
+    if auth is not None:
+        conf.proxy_headers = {**(conf.proxy_headers or {}), "Proxy-Authorization": auth.encode()}
+    log.info("using a proxy for the Kubernetes API from the environment", proxy=str(proxy))
 
 
 async def connect(

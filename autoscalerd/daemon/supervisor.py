@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -60,6 +61,19 @@ def run_daemon(options: RunOptions) -> int:
         log.error("invalid configuration; not starting", problems=len(exc.problems))
         return 2
     return asyncio.run(Supervisor(options, config).run())
+
+
+def settle_heap() -> None:
+    """After start-up or a reload: move what exists now out of the cyclic collector's sight.
+
+    `gc.freeze()` puts every object alive now (modules, the configuration, the reconcilers) in
+    a permanent generation that later collections no longer traverse. They are long-lived by
+    construction, and kubernetes_asyncio alone brings a few hundred thousand of them: at 100
+    policies the collector's passes over them were ~5 % of the daemon's CPU. (Raising the
+    collection thresholds as well was measured too: more RSS, no less CPU.)
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class _FatalError(Exception):
@@ -164,6 +178,7 @@ class Supervisor:
             if self.notifier.watchdog_interval:
                 self._spawn(self._watchdog(), "watchdog")
             self._apply_policies(self.config)
+            settle_heap()
             self.notifier.ready(f"{len(self.config.policies)} policies")
             await self._stop.wait()
             return self._exit_code
@@ -285,6 +300,7 @@ class Supervisor:
             self.ctx.daemon = config.daemon
             self._spawn_close_later(old_scraper)
         self._apply_policies(config)
+        settle_heap()
         self.metrics.config_reloads_total.labels("ok").inc()
         log.info("configuration reloaded", policies=len(config.policies))
         self.notifier.ready(f"{len(config.policies)} policies")

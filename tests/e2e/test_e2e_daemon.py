@@ -301,6 +301,24 @@ async def test_changed_file_reloads_and_keeps_unchanged_policies(
     assert await daemon.stop() == 0
 
 
+async def test_a_manual_scale_is_seen_within_seconds(sandbox: Sandbox, start_daemon: Any) -> None:
+    """`/scale` is re-read every 15 s in steady state, and within seconds when the pods behind
+    the selector stop matching the replicas last read: after a `kubectl scale` to 3 at a load
+    that needs 1, the daemon scales from 3 (it could not, had it kept the 1 it read)."""
+    await metrics_server(sandbox)
+    sandbox.set_load(NS, NAME, METRIC, 20)
+    daemon = await start_daemon(SEED, args=("--insecure-skip-tls-verify",))
+    await ticks_at_least(daemon, 2)
+    await sandbox.scale(NS, NAME, 3)
+    t0 = time.monotonic()
+    while not sandbox.scale_writes():
+        assert time.monotonic() - t0 < 8, "the manual scale was not seen within 8 s"
+        await asyncio.sleep(0.1)
+    last = (await daemon.status())["policies"][0]["last_scale"]
+    assert last["from"] == 3 and last["to"] < 3
+    assert await daemon.stop() == 0
+
+
 async def test_dry_run_decides_but_never_writes(sandbox: Sandbox, start_daemon: Any) -> None:
     await metrics_server(sandbox)
     sandbox.set_load(NS, NAME, METRIC, 70)

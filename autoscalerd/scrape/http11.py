@@ -34,7 +34,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 __all__ = [
     "ERROR_BODY_CAP_BYTES",
@@ -641,8 +641,7 @@ class _Connection(asyncio.BufferedProtocol):
             self.handshake = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self._client._conns.add(self)
         if self._tls is not None:
             self._do_handshake()

@@ -103,23 +103,43 @@ def select_values(text: str, selectors: Sequence[SeriesSelector]) -> list[Select
     return [select_value(text, selector) for selector in selectors]
 
 
-def select_value(text: str, selector: SeriesSelector) -> SelectResult:
-    """Sum the series of `text` that match `selector` (see the module docstring for semantics)."""
+_Plan = tuple[SeriesSelector, str, str, tuple[str, ...]]
+"""(selector, metric name, `"\\n" + name`, required literals): what a selection derives from
+its selector alone, kept by `id(selector)` (the daemon passes the same selector objects every
+tick; the identity check in `select_value` makes a reused id harmless)."""
+
+_PLANS: dict[int, _Plan] = {}
+_PLANS_MAX = 4096
+
+
+def _plan(selector: SeriesSelector) -> _Plan:
     name = selector.metric
-    matchers = selector.matchers
-    needle = "\n" + name
-    name_len = len(name)
-    total = 0.0
-    matched = 0
-    text_len = len(text)
     # Cheap necessary condition for `label="value"` matchers: the quoted value appears literally
     # in the line (its encoding is unique when it holds no character that needs escaping). It
     # skips the label parse of most same-name lines, e.g. the other models of a vLLM page.
     required = tuple(
         f'"{m.value}"'
-        for m in matchers
+        for m in selector.matchers
         if m.op is MatchOp.EQ and m.value and not any(c in m.value for c in '\\"\n')
     )
+    plan = (selector, name, "\n" + name, required)
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[id(selector)] = plan
+    return plan
+
+
+def select_value(text: str, selector: SeriesSelector) -> SelectResult:
+    """Sum the series of `text` that match `selector` (see the module docstring for semantics)."""
+    plan = _PLANS.get(id(selector))
+    if plan is None or plan[0] is not selector:
+        plan = _plan(selector)
+    _, name, needle, required = plan
+    matchers = selector.matchers
+    name_len = len(name)
+    total = 0.0
+    matched = 0
+    text_len = len(text)
     find = text.find  # bound once: the loop below runs per candidate line
     # `start` is the first character of a candidate line; a page may begin with the metric.
     if text.startswith(name):
@@ -154,7 +174,7 @@ def select_value(text: str, selector: SeriesSelector) -> SelectResult:
                     line=_line_number(text, start),
                     reason=f"malformed sample line for {name}: {exc}",
                 )
-            if all(m.matches(labels.get(m.name, "")) for m in matchers):
+            if not matchers or all(m.matches(labels.get(m.name, "")) for m in matchers):
                 if math.isnan(value) or math.isinf(value):
                     shown = "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
                     return SelectResult(

@@ -97,6 +97,8 @@ CERT_PROBE_CACHE_SECONDS = 300.0
 """A failing server's certificate description is fetched at most once per this period."""
 
 _KEY_CACHE_MAX = 65536
+
+_NO_TLS = TLSConfig()
 """Bound of the per-(source, pod IP) page-key cache; cleared wholesale when reached."""
 
 
@@ -240,6 +242,7 @@ class Scraper:
         self._cert_notes: dict[tuple[str, int, str | None], _CertNote] = {}
         self._keys: dict[tuple[int, str], tuple[MetricSource, _PageKey]] = {}
         self._interned: dict[_PageKey, _PageKey] = {}
+        self._interned_tls: dict[TLSConfig, TLSConfig] = {}
         self._prepared: dict[int, _Prepared] = {}
         self._last_sweep = time.monotonic()
         self.stats = ScrapeStats()
@@ -315,10 +318,17 @@ class Scraper:
         timeout_text = f"{rnd.timeout:g}"
         submit = self._http.submit
         on_done = self._on_done
+        # The pods of one source share one interned TLSConfig: look its context up (a hash of
+        # the settings and a stat per file) once per round, not once per pod.
+        last_tls: TLSConfig | None = None
+        last_context: ssl.SSLContext | None = None
         for i, key in enumerate(keys):
             try:
                 if key.https:
-                    context: ssl.SSLContext | None = self._contexts.get(key.tls, url=key.url)
+                    if key.tls is not last_tls:
+                        last_context = self._contexts.get(key.tls, url=key.url)
+                        last_tls = key.tls
+                    context: ssl.SSLContext | None = last_context
                     server_hostname = key.tls.server_name or None
                 else:
                     context = server_hostname = None
@@ -453,6 +463,7 @@ class Scraper:
         if len(self._keys) >= _KEY_CACHE_MAX:
             self._keys.clear()
             self._interned.clear()
+            self._interned_tls.clear()
             self._prepared.clear()
         key = self._interned.setdefault(key, key)
         self._keys[cache_key] = (src, key)
@@ -467,12 +478,13 @@ class Scraper:
             message = insecure_skip_verify_warning(src, tls)
             if message:  # the daemon warns with the policy's context at start and reload
                 log.debug("tls verification disabled", detail=message)
+        tls = self._interned_tls.setdefault(tls, tls) if https else _NO_TLS
         return _PageKey(
             url=target_url(target),
             host=target.ip,
             port=src.port,
             https=https,
-            tls=tls if https else TLSConfig(),
+            tls=tls,
             # The DaemonConfig's token goes to https sources only: a default must never send
             # a credential in clear text. A source's own `authorization` is its own choice.
             authorization=src.authorization or (self._daemon.authorization if https else None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,7 @@ from autoscalerd.config.model import (
     SeriesSelector,
     TLSConfig,
 )
-from autoscalerd.daemon.reconciler import effective_source, tick_phase
+from autoscalerd.daemon.reconciler import TICK_SLOTS, effective_source, next_tick, tick_phase
 
 TOKEN = Authorization(credentials_file="/daemon-token")
 OWN = Authorization(credentials_file="/own-token")
@@ -93,8 +94,31 @@ def test_effective_source(
     assert eff.authorization == auth
 
 
-def test_tick_phase_is_stable_and_spread() -> None:
+def test_tick_phase_is_stable_and_spread_over_the_slots() -> None:
     phases = [tick_phase(f"ns/policy-{i}") for i in range(100)]
     assert phases == [tick_phase(f"ns/policy-{i}") for i in range(100)]
     assert all(0 <= p < 1 for p in phases)
-    assert len({round(p, 1) for p in phases}) >= 8, "spread over the interval"
+    assert set(phases) == {k / TICK_SLOTS for k in range(TICK_SLOTS)}, "every slot is used"
+    assert max(Counter(phases).values()) <= 20, "no slot holds a fifth of the policies"
+
+
+@pytest.mark.parametrize(
+    ("after", "interval", "phase", "expected"),
+    [
+        (0.0, 1.0, 0.0, 1.0),  # strictly after
+        (0.05, 1.0, 0.3, 0.3),
+        (0.3, 1.0, 0.3, 1.3),  # on a slot: the next one
+        (1000.31, 1.0, 0.3, 1001.3),  # overran: the missed slots are skipped
+        (7.0, 15.0, 0.5, 7.5),
+        (7.5, 15.0, 0.5, 22.5),
+    ],
+)
+def test_next_tick_is_on_the_slot_grid(
+    after: float, interval: float, phase: float, expected: float
+) -> None:
+    assert next_tick(after, interval, phase) == pytest.approx(expected)
+
+
+def test_policies_of_one_slot_get_equal_deadlines() -> None:
+    """Equal floats, so their timers fire in one loop iteration and the scrapes batch."""
+    assert len({next_tick(1234.5 + i * 1e-4, 1.0, 0.4) for i in range(50)}) == 1

@@ -61,14 +61,21 @@ RECV_BUFFER_BYTES = 256 * 1024
 """Size of the receive buffer shared by all of a client's connections."""
 
 PLAIN_BUFFER_BYTES = 64 * 1024
-"""Size of the decrypted-bytes buffer shared by all of a client's TLS connections (a TLS
-record carries at most 16 KiB, so one `SSLObject.read` never fills it)."""
+"""Size of the decrypted-bytes buffer shared by all of a client's TLS connections. Records are
+decrypted into it one after another and handed to the parser as one piece when no room for
+another whole record (16 KiB) is left, or when the received bytes are all decrypted."""
+
+TLS_RECORD_BYTES = 16 * 1024
+"""Most plaintext one TLS record carries."""
+
+TLS_MAX_RECORD_WIRE_BYTES = 5 + 16 * 1024 + 256
+"""Largest TLS 1.3 record on the wire: header, 2^14 bytes of plaintext plus 256 of expansion."""
 
 TLS_FEED_BYTES = 16 * 1024
 """Ciphertext is handed to a connection's incoming `MemoryBIO` at most this much at a time,
-decrypting in between: OpenSSL's memory BIO keeps the largest size it ever held for the life of
-the connection, so feeding a 256 KiB read at once would cost 256 KiB per connection. Bounded
-feeding keeps it at about one partial record plus this."""
+decrypting in between once the BIO may hold a whole record: OpenSSL's memory BIO keeps the
+largest size it ever held for the life of the connection, so feeding a 256 KiB read at once
+would cost 256 KiB per connection. Bounded feeding keeps it at about one record plus this."""
 
 ERROR_BODY_CAP_BYTES = 64 * 1024
 """How much of a non-200 body is read; a longer one is cut there and its connection dropped."""
@@ -650,12 +657,15 @@ class _Connection(asyncio.BufferedProtocol):
         return self._client._recv_view
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self._tls is None:
-            self.data_received(self._client._recv_view[:nbytes].tobytes())
-            return
         view = self._client._recv_view
+        if self._tls is None:
+            self.data_received(view[:nbytes].tobytes())
+            return
         incoming = self._in
         assert incoming is not None
+        # Plaintext accumulates in the shared buffer across the feeding slices and goes to
+        # the parser once per read (one bytes object, one parser call) where it fits.
+        filled = 0
         pos = 0
         while pos < nbytes and not self.closed:
             end = min(pos + TLS_FEED_BYTES, nbytes)
@@ -665,7 +675,18 @@ class _Connection(asyncio.BufferedProtocol):
                 self._do_handshake()
                 if self._handshaking:
                     continue
-            self._decrypt()
+            if pos < nbytes and incoming.pending < TLS_MAX_RECORD_WIRE_BYTES:
+                # No complete record can be in the BIO yet: feed the next slice before
+                # decrypting (a read now could only raise SSLWantReadError). The BIO still
+                # holds at most one record plus one slice.
+                continue
+            filled = self._decrypt(filled)
+            if filled < 0:
+                return
+        if filled:
+            self.data_received(self._client._plain_view[:filled].tobytes())
+        if not self.closed:
+            self._flush()
 
     def data_received(self, data: bytes) -> None:
         request = self.request
@@ -762,33 +783,59 @@ class _Connection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()  # after the alert, if one was written
 
-    def _decrypt(self) -> None:
-        """Decrypt what the incoming BIO holds into the shared buffer, feed it to the parser."""
+    def _decrypt(self, filled: int) -> int:
+        """Decrypt what the incoming BIO holds into the shared buffer after its first `filled`
+        bytes; return how many plaintext bytes it then holds, not yet given to the parser.
+
+        The buffer goes to the parser when it has no room for another full record. Returns -1
+        if the connection ended (close_notify, a TLS error, or the parser closed it), after
+        giving the parser what was decrypted before that.
+        """
         tls = self._tls
-        assert tls is not None
+        incoming = self._in
+        assert tls is not None and incoming is not None
         view = self._client._plain_view
         size = len(view)
         # With a buffer, read() returns the byte count (typeshed says bytes).
         read: Callable[[int, memoryview], int] = tls.read  # type: ignore[assignment]
-        while not self.closed:
+        error: BaseException | None = None
+        while True:
+            if filled > size - TLS_RECORD_BYTES:
+                self.data_received(view[:filled].tobytes())
+                filled = 0
+                if self.closed:
+                    return -1
             try:
-                n = read(size, view)
+                n = read(size - filled, view[filled:])
             except ssl.SSLWantReadError:
                 # Also after post-handshake messages (TLS 1.3 session tickets): consumed.
-                break
+                return filled
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 n = 0
             except ssl.SSLError as exc:
-                self._fail(exc)
-                return
+                error = exc
+                n = 0
             if not n:
-                # close_notify (CPython's read returns 0 for it): the server ends the stream
-                # cleanly; answer with ours and close.
-                self._end(None)
-                self.close()
-                return
-            self.data_received(view[:n].tobytes())
-        self._flush()
+                break
+            filled += n
+            if not incoming.pending and not tls.pending():
+                # Nothing left to process: the next read could only raise SSLWantReadError
+                # (whose raising and catching costs more than this check). Post-handshake
+                # messages are bytes in the BIO, so they are still read above.
+                return filled
+        # close_notify (CPython's read returns 0 for it) or a TLS error: first the plaintext
+        # that came before it.
+        if filled:
+            self.data_received(view[:filled].tobytes())
+            if self.closed:
+                return -1
+        if error is not None:
+            self._fail(error)
+        else:
+            # The server ends the stream cleanly; answer with our close_notify and close.
+            self._end(None)
+            self.close()
+        return -1
 
     def _fail(self, exc: BaseException) -> None:
         self._end(exc)

@@ -213,6 +213,50 @@ async def test_close_delimited_body_with_and_without_close_notify(certs: Certs, 
     assert outcome.value == 20.0, outcome.error
 
 
+async def test_bodies_of_many_records_then_close_notify_in_the_same_read(certs: Certs) -> None:
+    """Bodies of one, two and dozens of TLS records on one kept-alive connection (more than the
+    feeding slice and the shared plaintext buffer hold), then a close-delimited body whose
+    close_notify arrives with it: every byte reaches the parser, in order, before the end."""
+    ctx = server_context(certs)
+    bodies = [bytes(range(256)) * (size // 256) for size in (4096, 20480, 300 * 1024)]
+    last = b"tail-" * 20000
+
+    def script(sock: socket.socket) -> None:
+        conn = ctx.wrap_socket(sock, server_side=True)
+        for body in bodies:
+            read_request(conn)
+            conn.sendall(ok(body))
+        read_request(conn)
+        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + last)
+        conn.unwrap()
+
+    with thread_server(script) as port:
+        counters = _Counters()
+        client = HTTP11Client(max_in_flight=1, counters=counters)
+        context = ssl.create_default_context(cafile=certs.ca_file)
+        loop = asyncio.get_running_loop()
+        try:
+            for expected in [*bodies, last]:
+                future: asyncio.Future[Request] = loop.create_future()
+                client.submit(
+                    Request(
+                        host="127.0.0.1",
+                        port=port,
+                        ssl=context,
+                        server_hostname=None,
+                        head=build_get("x", "/metrics", []),
+                        limit=1 << 20,
+                        on_done=future.set_result,
+                    )
+                )
+                request = await asyncio.wait_for(future, TIMEOUT)
+                assert request.error is None, request.error
+                assert request.parser is not None and request.parser.body == expected
+            assert counters.connections_created == 1
+        finally:
+            await client.close()
+
+
 @pytest.mark.parametrize("end", ["close_notify", "abrupt"])
 async def test_close_in_the_middle_of_a_body_is_a_reset(certs: Certs, end: str) -> None:
     ctx = server_context(certs)
@@ -292,7 +336,8 @@ async def test_verification_failure_keeps_the_ssl_exception(certs: Certs) -> Non
     """The raw error is `ssl.SSLCertVerificationError` with its verify code (IP SAN check)."""
     ctx = server_context(certs, name="pod.example")
     with thread_server(serve_requests(ctx, 1)) as port:
-        client = HTTP11Client(max_in_flight=1, counters=_Counters())
+        counters = _Counters()
+        client = HTTP11Client(max_in_flight=1, counters=counters)
         context = ssl.create_default_context(cafile=certs.ca_file)
         done = asyncio.get_running_loop().create_future()
         request = Request(

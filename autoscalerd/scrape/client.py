@@ -296,23 +296,31 @@ class Scraper:
             remaining=len(keys),
             pages=[None] * len(keys),
         )
-        if self._closed:
-            for i, key in enumerate(keys):
-                rnd.set(i, self._closed_page(key))
-        else:
-            self._maybe_sweep()
-            self._submit_all(rnd, keys)
-        if rnd.remaining:
-            # One deadline for the whole call (a single timer, not one per request): fetches
-            # still running at the deadline are abandoned and reported as timeouts.
-            handle = loop.call_at(loop.time() + timeout, rnd.expire)
-            try:
-                await rnd.future
-            finally:
-                handle.cancel()
-                if rnd.remaining:
-                    await self._abandon(rnd, keys)
-        return self._outcomes(targets, groups, rnd)
+        try:
+            if self._closed:
+                for i, key in enumerate(keys):
+                    rnd.set(i, self._closed_page(key))
+            else:
+                self._maybe_sweep()
+                self._submit_all(rnd, keys)
+            if rnd.remaining:
+                # One deadline for the whole call (a single timer, not one per request):
+                # fetches still running at the deadline are abandoned and reported as timeouts.
+                handle = loop.call_at(loop.time() + timeout, rnd.expire)
+                try:
+                    await rnd.future
+                finally:
+                    handle.cancel()
+                    if rnd.remaining:
+                        await self._abandon(rnd, keys)
+            return self._outcomes(targets, groups, rnd)
+        finally:
+            # `rnd.requests[i].context` refers back to `rnd`: a reference cycle that holds every
+            # page of the round (body and text, ~40 KiB each) until the cyclic collector finds
+            # it. Break it so they are freed now. At 1,000 scrapes a second that was ~35 MiB/s
+            # of garbage for the collector, and most of its CPU.
+            rnd.requests.clear()
+            rnd.tasks.clear()
 
     def _submit_all(self, rnd: _Round, keys: list[_PageKey]) -> None:
         timeout_text = f"{rnd.timeout:g}"

@@ -7,6 +7,7 @@ classification (`kind`) and that the message says what to do.
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import re
 import ssl
@@ -526,3 +527,24 @@ async def test_concurrency_bound() -> None:
 
 def test_outcome_order_matches_targets_helper() -> None:
     assert re.fullmatch(r"autoscalerd/\S+", USER_AGENT)
+
+
+async def test_a_round_leaves_no_cyclic_garbage(certs: Certs) -> None:
+    """A finished round is freed by reference counting. A cycle (round → request → round) once
+    kept every page of every round (~40 KiB each) alive until the cyclic collector ran: ~35 MiB
+    of garbage a second at 1,000 scrapes a second, and most of the daemon's collector CPU."""
+    seen = Seen()
+    async with serve(seen, certs.ip_server) as port, Scraper() as scraper:
+        targets = [target(source(port, https=True, tls=TLSConfig(ca_file=certs.ca_file)))]
+        await scraper.scrape(targets, timeout=TIMEOUT)  # connect, warm the caches
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                outcomes = await scraper.scrape(targets, timeout=TIMEOUT)
+                assert outcomes[0].ok
+            del outcomes
+            garbage = gc.collect()
+        finally:
+            gc.enable()
+    assert garbage < 20, f"{garbage} objects in reference cycles after 20 rounds"

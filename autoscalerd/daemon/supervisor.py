@@ -23,6 +23,7 @@ import structlog
 from autoscalerd import __version__
 from autoscalerd.config.load import ConfigErrors, expand_paths, load_config
 from autoscalerd.config.model import Config
+from autoscalerd.daemon.eventloop import new_event_loop
 from autoscalerd.daemon.notify import Notifier
 from autoscalerd.daemon.options import RunOptions
 from autoscalerd.daemon.reconciler import DaemonContext, PolicyReconciler
@@ -60,7 +61,8 @@ def run_daemon(options: RunOptions) -> int:
             print(problem, file=sys.stderr)
         log.error("invalid configuration; not starting", problems=len(exc.problems))
         return 2
-    return asyncio.run(Supervisor(options, config).run())
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(Supervisor(options, config).run())
 
 
 def settle_heap() -> None:

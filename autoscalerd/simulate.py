@@ -196,6 +196,7 @@ def simulate(policy: Policy, rows: Sequence[TraceRow], *, pod_startup: float = 0
             )
         )
         desired = current if decision.desired is None else decision.desired
+        autoscaler.applied(now, current, desired)  # the simulated writes always succeed
         out.append(
             SimRow(
                 time_text=row.time_text,

@@ -266,7 +266,7 @@ class PolicyReconciler:
         )
         self._record_decision(decision)
         if decision.desired is not None and decision.desired != scale.replicas:
-            await self._apply(scale, decision)
+            await self._apply(scale, decision, now)
         return decision
 
     async def _read_scale(self, now: float) -> ScaleInfo | None:
@@ -448,7 +448,7 @@ class PolicyReconciler:
             else:
                 self.log.info("leaving panic mode", detail=decision.detail)
 
-    async def _apply(self, scale: ScaleInfo, decision: Decision) -> None:
+    async def _apply(self, scale: ScaleInfo, decision: Decision, now: float) -> None:
         assert decision.desired is not None
         p = self.policy
         ctx = self.ctx
@@ -482,6 +482,7 @@ class PolicyReconciler:
             self._scale = None  # re-read before the next attempt
             return
         ctx.metrics.scale_operations_total.labels(p.namespace, p.name, direction, "ok").inc()
+        self.autoscaler.applied(now, scale.replicas, info.replicas)
         self._resolved("write")
         self._scale = info
         self._scale_read_at = asyncio.get_running_loop().time()

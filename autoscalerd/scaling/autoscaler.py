@@ -24,8 +24,10 @@ Per tick (`Autoscaler.decide`), in this order:
    APA: cooldown (stabilization) windows. HPA: stabilization windows, then `behavior` rates.
 7. **Clamp** to `[minReplicas, maxReplicas]` (`clamped-max`, `clamped-min`).
 
-Whenever the answer differs from `current_replicas`, the autoscaler assumes the caller applies
-it (HPA rate policies count it as a scale event of this tick).
+A decision is only a recommendation: the caller reports a scale it actually made with
+`applied(now, old, new)`, and only those count as scale events for HPA rate policies (as the
+HPA controller records an event after a successful update). A decision that is not written
+(dry run, a follower, a failed write) does not use up a rate budget.
 
 Reasons (`Decision.reason`, machine-readable): `target-at-zero`, `no-data`, `partial-data`,
 `fallback`, `clamped-max`, `clamped-min`; KPA `stable`, `panic`, `rate-limited`,
@@ -440,8 +442,6 @@ class Autoscaler:
             desired, reason = p.max_replicas, "clamped-max"
         elif desired < p.min_replicas:
             desired, reason = p.min_replicas, "clamped-min"
-        if desired != tick.current_replicas:
-            self._engine.scaled(tick.now, tick.current_replicas, desired)
         return self._done(
             Decision(
                 desired=desired,
@@ -455,6 +455,12 @@ class Autoscaler:
     def _done(self, decision: Decision) -> Decision:
         self._last = decision
         return decision
+
+    def applied(self, now: float, old: int, new: int) -> None:
+        """The caller scaled the target from `old` to `new` replicas at `now` (the tick's time
+        base): a scale event for HPA rate policies."""
+        if new != old:
+            self._engine.scaled(now, old, new)
 
     def state_summary(self) -> Mapping[str, object]:
         """Return a JSON-friendly view of the state, for `/status`."""

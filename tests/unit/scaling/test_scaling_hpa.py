@@ -185,10 +185,23 @@ def test_hpa_default_scale_up_policies_pick_the_largest_change() -> None:
     a = Autoscaler(hpa_policy(10, behavior=NO_STABILIZATION))
     d = a.decide(tick(0, 1000, 1))  # Pods 4 → 5, Percent 100 → 2: Max → 5
     assert (d.desired, d.reason) == (5, "rate-limited")
+    a.applied(0, 1, 5)
     d = a.decide(tick(5, 1000, 5))  # the +4 at t=0 is within both 15 s periods: start 1 → 5
     assert (d.desired, d.reason) == (5, "rate-limited")
     d = a.decide(tick(15, 1000, 5))  # t=0 is not after 15 − 15: start 5 → max(9, 10)
     assert (d.desired, d.reason) == (10, "rate-limited")
+
+
+def test_hpa_only_applied_scales_use_the_rate_budget() -> None:
+    """A decision that was not written (dry run, follower, failed write) is not a scale event:
+    the next tick may take the whole budget again."""
+    a = Autoscaler(hpa_policy(10, behavior=NO_STABILIZATION))
+    assert a.decide(tick(0, 1000, 1)).desired == 5
+    d = a.decide(tick(5, 1000, 1))  # nothing applied: start is still 1 → 5 again
+    assert (d.desired, d.reason) == (5, "rate-limited")
+    a.applied(5, 1, 5)
+    d = a.decide(tick(6, 1000, 5))  # now the +4 counts: start 1 → no further scale-up
+    assert (d.desired, d.reason) == (5, "rate-limited")
 
 
 @pytest.mark.parametrize(

@@ -97,9 +97,10 @@ CERT_PROBE_CACHE_SECONDS = 300.0
 """A failing server's certificate description is fetched at most once per this period."""
 
 _KEY_CACHE_MAX = 65536
+"""Bound of the per-(source, pod IP) page-key cache; cleared wholesale when reached."""
 
 _NO_TLS = TLSConfig()
-"""Bound of the per-(source, pod IP) page-key cache; cleared wholesale when reached."""
+"""The TLS settings of every plain-HTTP page key (one shared object)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -68,7 +68,7 @@ another whole record (16 KiB) is left, or when the received bytes are all decryp
 TLS_RECORD_BYTES = 16 * 1024
 """Most plaintext one TLS record carries."""
 
-TLS_MAX_RECORD_WIRE_BYTES = 5 + 16 * 1024 + 256
+TLS_MAX_RECORD_WIRE_BYTES = 5 + TLS_RECORD_BYTES + 256
 """Largest TLS 1.3 record on the wire: header, 2^14 bytes of plaintext plus 256 of expansion."""
 
 TLS_FEED_BYTES = 16 * 1024

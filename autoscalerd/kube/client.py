@@ -66,14 +66,15 @@ def make_api_client(configuration: Any, pool_size: int | None = None) -> Any:
 
     The `Configuration` is copied shallowly: the copy shares `api_key` (the dict the token
     refresh hooks write to) and `refresh_api_key_hook` with the original, so every pool
-    sends the current token; only the pool size differs.
+    sends the current token; only the pool size differs. The environment's proxy is pinned on
+    the original first, so it is resolved (and logged) once for all the pools.
     """
     from kubernetes_asyncio.client import ApiClient
 
+    _pin_env_proxy(configuration)
     conf = copy.copy(configuration)
     if pool_size is not None:
         conf.connection_pool_maxsize = pool_size
-    _pin_env_proxy(conf)
     api_client: Any = ApiClient(configuration=conf)
     api_client.user_agent = "autoscalerd"
     # kubernetes_asyncio opens its aiohttp session with `trust_env=True`, which makes every

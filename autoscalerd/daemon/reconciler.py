@@ -455,9 +455,7 @@ class PolicyReconciler:
         desired = decision.desired
         direction = "up" if desired > scale.replicas else "down"
         if ctx.dry_run:
-            ctx.metrics.scale_operations_total.labels(
-                p.namespace, p.name, direction, "dry_run"
-            ).inc()
+            self._child(ctx.metrics.scale_operations_total, direction, "dry_run").inc()
             if self._last_logged_desired != desired:
                 self._last_logged_desired = desired
                 self.log.info(
@@ -477,11 +475,11 @@ class PolicyReconciler:
                 p.namespace, p.target, desired, observed=scale, deadline=deadline
             )
         except KubeError as exc:
-            ctx.metrics.scale_operations_total.labels(p.namespace, p.name, direction, "error").inc()
+            self._child(ctx.metrics.scale_operations_total, direction, "error").inc()
             self._problem("write", f"cannot scale to {desired}: {exc}", event="FailedRescale")
             self._scale = None  # re-read before the next attempt
             return
-        ctx.metrics.scale_operations_total.labels(p.namespace, p.name, direction, "ok").inc()
+        self._child(ctx.metrics.scale_operations_total, direction, "ok").inc()
         self.autoscaler.applied(now, scale.replicas, info.replicas)
         self._resolved("write")
         self._scale = info

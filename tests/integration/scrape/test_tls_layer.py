@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from autoscalerd.config.model import MetricSource, SeriesSelector, TLSConfig
-from autoscalerd.scrape.client import Scraper, ScrapeTarget
+from autoscalerd.scrape.client import ScrapeOutcome, Scraper, ScrapeTarget
 from autoscalerd.scrape.errors import ScrapeErrorKind
 from autoscalerd.scrape.http11 import HTTP11Client, Request, build_get
 
@@ -141,18 +141,30 @@ async def fragmenting_proxy(upstream: int, piece: int = 7) -> AsyncIterator[int]
         server.close()
 
 
-def serve_requests(ctx: ssl.SSLContext, responses: int, *, end: str = "close_notify") -> Script:
+def serve_requests(
+    ctx: ssl.SSLContext, responses: int, *, end: str = "close_notify", response: bytes = ok()
+) -> Script:
     def script(sock: socket.socket) -> None:
         conn = ctx.wrap_socket(sock, server_side=True)
         for _ in range(responses):
             if not read_request(conn):
                 return
-            conn.sendall(ok())
+            conn.sendall(response)
         if end == "close_notify":
             conn.unwrap()
         # else: the socket is closed with no close_notify
 
     return script
+
+
+async def scrape_once(script: Script, certs: Certs) -> ScrapeOutcome:
+    """Scrape one page from a server running `script`, verifying against the test CA."""
+    with thread_server(script) as port:
+        async with Scraper() as scraper:
+            [outcome] = await scraper.scrape(
+                [target(port, TLSConfig(ca_file=certs.ca_file))], timeout=TIMEOUT
+            )
+    return outcome
 
 
 async def test_handshake_and_response_in_tiny_fragments(certs: Certs) -> None:
@@ -196,20 +208,10 @@ async def test_tls13_session_tickets_sent_late_are_consumed(certs: Certs) -> Non
 
 @pytest.mark.parametrize("end", ["close_notify", "abrupt"])
 async def test_close_delimited_body_with_and_without_close_notify(certs: Certs, end: str) -> None:
-    ctx = server_context(certs)
-
-    def script(sock: socket.socket) -> None:
-        conn = ctx.wrap_socket(sock, server_side=True)
-        read_request(conn)
-        conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n" + PAGE)
-        if end == "close_notify":
-            conn.unwrap()
-
-    with thread_server(script) as port:
-        async with Scraper() as scraper:
-            [outcome] = await scraper.scrape(
-                [target(port, TLSConfig(ca_file=certs.ca_file))], timeout=TIMEOUT
-            )
+    response = b"HTTP/1.0 200 OK\r\n\r\n" + PAGE
+    outcome = await scrape_once(
+        serve_requests(server_context(certs), 1, end=end, response=response), certs
+    )
     assert outcome.value == 20.0, outcome.error
 
 
@@ -259,20 +261,10 @@ async def test_bodies_of_many_records_then_close_notify_in_the_same_read(certs: 
 
 @pytest.mark.parametrize("end", ["close_notify", "abrupt"])
 async def test_close_in_the_middle_of_a_body_is_a_reset(certs: Certs, end: str) -> None:
-    ctx = server_context(certs)
-
-    def script(sock: socket.socket) -> None:
-        conn = ctx.wrap_socket(sock, server_side=True)
-        read_request(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + PAGE)
-        if end == "close_notify":
-            conn.unwrap()
-
-    with thread_server(script) as port:
-        async with Scraper() as scraper:
-            [outcome] = await scraper.scrape(
-                [target(port, TLSConfig(ca_file=certs.ca_file))], timeout=TIMEOUT
-            )
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + PAGE
+    outcome = await scrape_once(
+        serve_requests(server_context(certs), 1, end=end, response=response), certs
+    )
     assert outcome.error is not None
     assert outcome.error.kind is ScrapeErrorKind.CONNECTION_RESET, outcome.error
     assert "bytes before the end of the body" in str(outcome.error)

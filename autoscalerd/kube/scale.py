@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,22 +184,20 @@ class ScaleOps:
     ) -> ScaleInfo:
         route = await self._route(target, deadline)
         op = Op("get", f"{route.plural}/scale", route.group, namespace, target.name)
+        fn, args = self._scale_method("get", route, namespace, target.name)
+        return _scale_info(await self._t.call(op, fn, *args, deadline=deadline))
+
+    def _scale_method(
+        self, verb: str, route: _Route, namespace: str, name: str
+    ) -> tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]:
+        """The generated method for `verb` ("get" or "patch") on the target's `/scale`, and its
+        leading arguments: the typed API of a built-in kind, else `CustomObjectsApi`."""
         if route.typed is not None:
             api = self._t.core if route.group == "" else self._t.apps
-            fn = getattr(api, f"read_namespaced_{route.typed}_scale")
-            doc = await self._t.call(op, fn, target.name, namespace, deadline=deadline)
-        else:
-            doc = await self._t.call(
-                op,
-                self._t.custom.get_namespaced_custom_object_scale,
-                route.group,
-                route.version,
-                namespace,
-                route.plural,
-                target.name,
-                deadline=deadline,
-            )
-        return _scale_info(doc)
+            typed_verb = "read" if verb == "get" else verb
+            return getattr(api, f"{typed_verb}_namespaced_{route.typed}_scale"), (name, namespace)
+        fn = getattr(self._t.custom, f"{verb}_namespaced_custom_object_scale")
+        return fn, (route.group, route.version, namespace, route.plural, name)
 
     # -- write ---------------------------------------------------------------------------
 
@@ -220,23 +219,8 @@ class ScaleOps:
             "field_manager": FIELD_MANAGER,
             "_content_type": MERGE_PATCH,
         }
-        if route.typed is not None:
-            api = self._t.core if route.group == "" else self._t.apps
-            fn = getattr(api, f"patch_namespaced_{route.typed}_scale")
-            doc = await self._t.call(op, fn, target.name, namespace, body, **kwargs)
-        else:
-            doc = await self._t.call(
-                op,
-                self._t.custom.patch_namespaced_custom_object_scale,
-                route.group,
-                route.version,
-                namespace,
-                route.plural,
-                target.name,
-                body,
-                **kwargs,
-            )
-        return _scale_info(doc)
+        fn, args = self._scale_method("patch", route, namespace, target.name)
+        return _scale_info(await self._t.call(op, fn, *args, body, **kwargs))
 
     async def set_replicas(
         self,

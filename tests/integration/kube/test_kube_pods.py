@@ -163,8 +163,11 @@ async def test_caches_are_shared_and_stopped_when_unused(sb: Sandbox, kc: KubeCl
     await kc.pods.release(elsewhere)
     await eventually(lambda: sb.open_watches == 1)
     await kc.pods.release(other)
-    await asyncio.sleep(0.1)
-    assert sb.open_watches == 1  # "app=web" still uses the namespace's watch
+    assert kc.pods.watched_namespaces() == ["default"]
+    # "app=web" still uses the namespace's watch: it goes on delivering, and stays the only one
+    await sb.scale("default", "web", 2)
+    await eventually(lambda: len(a.pods()) == 2)
+    assert sb.open_watches == 1
     await kc.pods.release(a)
     assert kc.pods.active() == [a]
     await kc.pods.release(b)

@@ -317,6 +317,9 @@ def format_status(payload: Any) -> str:
     ]
     if isinstance(payload, dict) and payload.get("leader") is not None:
         lines.insert(0, f"leader: {'yes' if payload['leader'] else 'no'}")
+    if isinstance(payload, dict):
+        for problem in payload.get("problems") or []:
+            lines.insert(0, f"problem: {problem.get('problem')}: {problem.get('message')}")
     return "\n".join(lines)
 
 

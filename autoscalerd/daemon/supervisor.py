@@ -106,7 +106,26 @@ class Supervisor:
     def is_ready(self) -> tuple[bool, str]:
         if not self._api_ok:
             return False, "the Kubernetes API has not answered yet"
+        rejected = None if self.kube is None else self.kube.credentials_rejected
+        if rejected is not None:
+            lease = self.config.daemon.leader_election.lease_duration_seconds
+            if asyncio.get_running_loop().time() - rejected.since > lease:
+                return False, f"{rejected.problem}: {rejected.message}"
         return True, ""
+
+    def _problems(self) -> list[dict[str, Any]]:
+        """Daemon-level problems for `/status` (today: the API rejects our credentials)."""
+        rejected = None if self.kube is None else self.kube.credentials_rejected
+        if rejected is None:
+            return []
+        return [
+            {
+                "problem": rejected.problem,
+                "message": rejected.message,
+                "since": rejected.since_wall,
+                "rejected_calls": rejected.calls,
+            }
+        ]
 
     def status(self) -> Mapping[str, Any]:
         leader = None if self.elector is None else self.elector.is_leader
@@ -116,6 +135,7 @@ class Supervisor:
             "dry_run": self.options.dry_run,
             "config_files": list(self.config.files),
             "scrape_interval_seconds": self.config.daemon.scrape_interval_seconds,
+            "problems": self._problems(),
             "policies": [r.status() for r, _ in self.reconcilers.values()],
         }
 

@@ -7,10 +7,12 @@ Daemon-facing API (no kubernetes_asyncio type crosses this boundary):
 - `KubeClient.pods.acquire(namespace, selector) -> PodCache` (`pods() -> list[PodInfo]`)
 - `KubeClient.record_event(...)`
 - `KubeClient.leader_elector(LeaderElection) -> LeaderElector`
+- `KubeClient.credentials_rejected -> CredentialsRejected | None` (every call answered 401)
 - errors: `KubeError` and its subclasses (see `autoscalerd.kube.errors`)
 """
 
 from autoscalerd.kube.client import KubeClient, connect
+from autoscalerd.kube.credentials import CREDENTIALS_REJECTED, CredentialsRejected
 from autoscalerd.kube.errors import (
     KubeConfigError,
     KubeConflict,
@@ -29,6 +31,8 @@ from autoscalerd.kube.pods import PodCache, PodCaches, PodInfo, WatchSettings
 from autoscalerd.kube.scale import RetryPolicy, ScaleInfo
 
 __all__ = [
+    "CREDENTIALS_REJECTED",
+    "CredentialsRejected",
     "EventReason",
     "EventSettings",
     "EventType",

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -86,6 +86,36 @@ def error_from_response(op: Op, status: int, body: bytes, retry_after: str | Non
     )
 
 
+class CallAuth(Protocol):
+    """What the transport tells the credentials, and asks of them, around each call."""
+
+    async def before_call(self) -> int:
+        """Make the credentials fresh if due; return their generation (for `rejected`)."""
+        ...
+
+    def accepted(self) -> None:
+        """The server answered without 401: the credentials work."""
+        ...
+
+    def rejected(self, generation: int) -> None:
+        """The server answered 401 to credentials of `generation`."""
+        ...
+
+
+class _StaticAuth:
+    async def before_call(self) -> int:
+        return 0
+
+    def accepted(self) -> None:
+        pass
+
+    def rejected(self, generation: int) -> None:
+        pass
+
+
+_NO_AUTH = _StaticAuth()
+
+
 class Transport:
     """Holds the ApiClient and the typed API objects built from it, and makes bounded calls."""
 
@@ -95,7 +125,7 @@ class Transport:
         *,
         api_timeout: float,
         connect_timeout: float = 5.0,
-        on_unauthorized: Callable[[], None] | None = None,
+        auth: CallAuth | None = None,
     ) -> None:
         from kubernetes_asyncio import client as k8s
 
@@ -104,7 +134,7 @@ class Transport:
         self.api_client = api_client
         self.api_timeout = api_timeout
         self.connect_timeout = min(connect_timeout, api_timeout)
-        self._on_unauthorized = on_unauthorized
+        self._auth: CallAuth = auth if auth is not None else _NO_AUTH
         self.core: Any = k8s.CoreV1Api(api_client)
         self.apps: Any = k8s.AppsV1Api(api_client)
         self.custom: Any = k8s.CustomObjectsApi(api_client)
@@ -141,7 +171,8 @@ class Transport:
         t = self.budget(op, timeout, deadline)
         resp: Any = None
         try:
-            async with asyncio.timeout(t + _BELT_SECONDS):
+            async with self._mapped(op, t):
+                generation = await self._auth.before_call()
                 resp = await fn(
                     *args,
                     _preload_content=False,
@@ -151,22 +182,10 @@ class Transport:
                 body: bytes = await resp.read()
                 status = int(resp.status)
                 retry_after = resp.headers.get("Retry-After")
-        except KubeError:
-            raise
-        except TimeoutError:
-            raise KubeUnavailable(f"{op}: timed out after {t:g}s", op=op) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise KubeUnavailable(f"{op}: {describe_network_error(exc)}", op=op) from exc
-        except Exception as exc:
-            raise self._unexpected(op, exc) from exc
         finally:
             if resp is not None:
                 resp.release()
-        if not 200 <= status < 300:
-            err = error_from_response(op, status, body, retry_after)
-            if status == 401 and self._on_unauthorized is not None:
-                self._on_unauthorized()
-            raise err
+        self._check(op, status, body, retry_after, generation)
         if not body:
             return {}
         try:
@@ -176,6 +195,34 @@ class Transport:
         if not isinstance(doc, dict):
             raise KubeInvalid(f"{op}: answer is not a JSON object", op=op, status=status)
         return doc
+
+    @asynccontextmanager
+    async def _mapped(self, op: Op, t: float) -> AsyncIterator[None]:
+        """Bound the block by `t` (plus the belt) and turn every failure into a `KubeError`:
+        the one place where transport exceptions are mapped."""
+        try:
+            async with asyncio.timeout(t + _BELT_SECONDS):
+                yield
+        except KubeError:
+            raise
+        except TimeoutError:
+            raise KubeUnavailable(f"{op}: timed out after {t:g}s", op=op) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise KubeUnavailable(f"{op}: {describe_network_error(exc)}", op=op) from exc
+        except Exception as exc:
+            raise self._unexpected(op, exc) from exc
+
+    def _check(
+        self, op: Op, status: int, body: bytes, retry_after: str | None, generation: int
+    ) -> None:
+        """Raise the `KubeError` of a non-2xx answer; tell the credentials whether the server
+        accepted them (a 401 rejects them; any other answer means they were accepted)."""
+        if status == 401:
+            self._auth.rejected(generation)
+        else:
+            self._auth.accepted()
+        if not 200 <= status < 300:
+            raise error_from_response(op, status, body, retry_after)
 
     async def get_path(self, op: Op, path: str, *, timeout: float | None = None) -> JSON:
         """GET an arbitrary API path (discovery, /version)."""
@@ -210,29 +257,17 @@ class Transport:
         t = self.budget(op)
         resp: Any = None
         try:
-            try:
-                async with asyncio.timeout(t + _BELT_SECONDS):
-                    resp = await fn(
-                        *args,
-                        _preload_content=False,
-                        _request_timeout=self._client_timeout(None, sock_read=read_timeout),
-                        **kwargs,
-                    )
-                    status = int(resp.status)
-                    if not 200 <= status < 300:
-                        body = await resp.read()
-                        err = error_from_response(op, status, body, resp.headers.get("Retry-After"))
-                        if status == 401 and self._on_unauthorized is not None:
-                            self._on_unauthorized()
-                        raise err
-            except KubeError:
-                raise
-            except TimeoutError:
-                raise KubeUnavailable(f"{op}: timed out after {t:g}s", op=op) from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise KubeUnavailable(f"{op}: {describe_network_error(exc)}", op=op) from exc
-            except Exception as exc:
-                raise self._unexpected(op, exc) from exc
+            async with self._mapped(op, t):
+                generation = await self._auth.before_call()
+                resp = await fn(
+                    *args,
+                    _preload_content=False,
+                    _request_timeout=self._client_timeout(None, sock_read=read_timeout),
+                    **kwargs,
+                )
+                status = int(resp.status)
+                body = b"" if 200 <= status < 300 else await resp.read()
+            self._check(op, status, body, resp.headers.get("Retry-After"), generation)
             yield self._lines(op, resp, read_timeout)
         finally:
             if resp is not None:

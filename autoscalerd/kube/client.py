@@ -26,9 +26,13 @@ So the client keeps three `ApiClient`s, each with its own connector:
   (a leader that cannot renew in time steps down).
 
 All three are built from shallow copies of the one `Configuration`: they share its
-`api_key` dict and `refresh_api_key_hook`, so a token refreshed through any of them (the
-in-cluster token file re-read, the exec-plugin hook, the re-run forced after a 401 on any
-pool) is the token all of them send next.
+`api_key` dict, so a token refreshed before a call on any of them (a token file re-read, an
+exec plugin re-run, the refresh forced by a 401 on any pool) is the token all of them send
+next; a new client certificate from an exec plugin is loaded into the TLS context of each
+pool, and their idle connections (authenticated with the old one) are closed.
+
+`credentials_rejected` is the `credentials_rejected` problem while every call is answered
+401 (see `autoscalerd.kube.credentials`), None otherwise.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import ssl
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +49,12 @@ import structlog
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
 from autoscalerd.kube._transport import Transport
-from autoscalerd.kube.credentials import SERVICE_ACCOUNT_DIR, Credentials, load_credentials
+from autoscalerd.kube.credentials import (
+    SERVICE_ACCOUNT_DIR,
+    Credentials,
+    CredentialsRejected,
+    load_credentials,
+)
 from autoscalerd.kube.errors import Op
 from autoscalerd.kube.events import EventRecorder, EventSettings, EventType
 from autoscalerd.kube.lease import LeaderElector, default_identity
@@ -83,6 +94,22 @@ def make_api_client(configuration: Any, pool_size: int | None = None) -> Any:
     # instead; netrc credentials are not something the Kubernetes API takes.
     api_client.rest_client.pool_manager._trust_env = False
     return api_client
+
+
+def reload_client_cert(api_client: Any, cert_file: str, key_file: str) -> None:
+    """Load a new client certificate into the pool's TLS context (used for new connections)
+    and close its idle connections, which were authenticated with the old one (client-go's
+    rotating dialer does the same). Connections in use (watches) finish on the old one."""
+    connector = api_client.rest_client.pool_manager.connector
+    ssl_context = getattr(connector, "_ssl", None)  # built by kubernetes_asyncio's RESTClient
+    if isinstance(ssl_context, ssl.SSLContext):
+        ssl_context.load_cert_chain(cert_file, key_file)
+    idle = getattr(connector, "_conns", None)  # aiohttp: key -> deque[(protocol, last used)]
+    if isinstance(idle, dict):
+        for conns in list(idle.values()):
+            for proto, _ in conns:
+                proto.close()
+        idle.clear()
 
 
 def _pin_env_proxy(conf: Any) -> None:
@@ -154,9 +181,9 @@ class KubeClient:
         self.in_cluster = credentials.source == "in-cluster"
         self.identity = identity or default_identity()
         self._api_timeout = api_timeout
-        self._api_client = make_api_client(credentials.configuration)
+        self._api_client = self._make_api_client()
         self._t = self._transport(self._api_client)
-        self._stream_api_client = make_api_client(credentials.configuration, STREAM_POOL_SIZE)
+        self._stream_api_client = self._make_api_client(STREAM_POOL_SIZE)
         self._stream_t = self._transport(self._stream_api_client)
         self._lease_api_client: Any = None
         self._lease_t: Transport | None = None
@@ -167,12 +194,19 @@ class KubeClient:
         self._electors: list[LeaderElector] = []
         self._closed = False
 
+    def _make_api_client(self, pool_size: int | None = None) -> Any:
+        api_client = make_api_client(self._credentials.configuration, pool_size)
+        self._credentials.on_client_cert(partial(reload_client_cert, api_client))
+        return api_client
+
     def _transport(self, api_client: Any) -> Transport:
-        return Transport(
-            api_client,
-            api_timeout=self._api_timeout,
-            on_unauthorized=self._credentials.invalidate_token,
-        )
+        return Transport(api_client, api_timeout=self._api_timeout, auth=self._credentials)
+
+    @property
+    def credentials_rejected(self) -> CredentialsRejected | None:
+        """The `credentials_rejected` problem while every API call is answered 401 (with the
+        fix in `.message`; `.since` is event-loop time), None once a call is accepted."""
+        return self._credentials.rejection
 
     @property
     def api_timeout(self) -> float:
@@ -232,9 +266,7 @@ class KubeClient:
             self.default_namespace if self.in_cluster else "default"
         )
         if self._lease_t is None:
-            self._lease_api_client = make_api_client(
-                self._credentials.configuration, LEASE_POOL_SIZE
-            )
+            self._lease_api_client = self._make_api_client(LEASE_POOL_SIZE)
             self._lease_t = self._transport(self._lease_api_client)
         elector = LeaderElector(
             self._lease_t, settings, namespace=namespace, identity=identity or self.identity
@@ -257,6 +289,7 @@ class KubeClient:
             if api_client is not None:
                 with contextlib.suppress(Exception):
                     await api_client.close()
+        await self._credentials.close()
         log.debug("kube client closed", server=self.server)
 
     async def __aenter__(self) -> KubeClient:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import hashlib
+import hmac
 import json
 import math
 import ssl
@@ -174,6 +176,12 @@ class ApiServer:
         self.store = store
         self.faults = faults
         self.tokens: dict[str, float | None] = {token: None}  # token -> expiry (monotonic)
+        self.token_signing_key: bytes | None = None
+        """When set, tokens `exp.<unix time>.<hex HMAC-SHA256 of "exp.<unix time>">` are
+        accepted until that time: short-lived tokens an exec plugin can mint by itself."""
+        self.revoked_client_certs: set[str] = set()
+        """Serial numbers (hex, as `getpeercert()` gives them) of client certificates that
+        answer 401 although the API CA signed them."""
         self.on_workload_spec = on_workload_spec
         self.watch_timeout_seconds = watch_timeout_seconds
         self.bookmark_interval_seconds = bookmark_interval_seconds
@@ -282,11 +290,35 @@ class ApiServer:
         if auth is not None:
             if not auth.startswith("Bearer "):
                 return False
+            if self._signed_token_valid(auth[7:]):
+                return True
             expiry = self.tokens.get(auth[7:], 0.0)
             return expiry is None or time.monotonic() < expiry
         transport = request.transport
         # a client certificate was verified against the API CA by the TLS handshake
-        return transport is not None and bool(transport.get_extra_info("peercert"))
+        peer = transport.get_extra_info("peercert") if transport is not None else None
+        if not peer:
+            return False
+        return peer.get("serialNumber") not in self.revoked_client_certs
+
+    def _signed_token_valid(self, token: str) -> bool:
+        if self.token_signing_key is None or not token.startswith("exp."):
+            return False
+        payload, _, mac = token.rpartition(".")
+        expected = hmac.new(self.token_signing_key, payload.encode(), hashlib.sha256).hexdigest()
+        try:
+            expires = float(payload[4:])
+        except ValueError:
+            return False
+        return hmac.compare_digest(mac, expected) and time.time() < expires
+
+    def revoke_token(self, token: str) -> None:
+        """`token` answers 401 from now on (until `restore_token`)."""
+        self.tokens[token] = 0.0
+
+    def restore_token(self, token: str) -> None:
+        """`token` is accepted again, without expiry."""
+        self.tokens[token] = None
 
     # -- discovery ---------------------------------------------------------------------
     async def _version(self, request: web.Request) -> web.Response:

@@ -75,9 +75,9 @@ def make_api_client(configuration: Any, pool_size: int | None = None) -> Any:
     """An `ApiClient` with its own connection pool of `pool_size` connections (0 = no limit;
     None = the configuration's `connection_pool_maxsize`).
 
-    The `Configuration` is copied shallowly: the copy shares `api_key` (the dict the token
-    refresh hooks write to) and `refresh_api_key_hook` with the original, so every pool
-    sends the current token; only the pool size differs. The environment's proxy is pinned on
+    The `Configuration` is copied shallowly: the copy shares `api_key` (the dict a token
+    refresh writes to) with the original, so every pool sends the current token; only the
+    pool size differs. The environment's proxy is pinned on
     the original first, so it is resolved (and logged) once for all the pools.
     """
     from kubernetes_asyncio.client import ApiClient

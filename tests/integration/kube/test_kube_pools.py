@@ -4,7 +4,6 @@ token refresh reaches every pool."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import sys
 from pathlib import Path
 
@@ -28,13 +27,6 @@ WATCHES = 150
 """More watches than kubernetes_asyncio's default pool (`connection_pool_maxsize` = 100)."""
 
 
-async def timed(coro: object) -> float:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    await coro  # type: ignore[misc]
-    return loop.time() - start
-
-
 async def test_150_watches_do_not_starve_calls_or_lease_renewals(
     sb: Sandbox, new_client: ClientFactory
 ) -> None:
@@ -50,10 +42,10 @@ async def test_150_watches_do_not_starve_calls_or_lease_renewals(
     await eventually(lambda: sb.open_watches == WATCHES, timeout=30)
     assert all(c.synced for c in caches)
 
-    # every kind of ordinary call answers well within its 3 s timeout
-    assert await timed(kc.get_scale("default", DEPLOY)) < 1.0
-    assert await timed(kc.set_replicas("default", DEPLOY, 2)) < 1.0
-    assert await timed(kc.server_version()) < 1.0
+    # every kind of ordinary call gets a connection (a starved call fails with its 3 s timeout)
+    assert (await kc.get_scale("default", DEPLOY)).replicas == 1
+    assert (await kc.set_replicas("default", DEPLOY, 2)).replicas == 2
+    assert await kc.server_version()
     await kc.record_event("default", DEPLOY, "Normal", "SuccessfulRescale", "to 2")
     await eventually(lambda: "SuccessfulRescale" in sb.event_reasons("default", "web"), 3)
     # many concurrent calls too (more than the call pool's own limit)
@@ -102,9 +94,6 @@ def service_account(sb: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 async def test_in_cluster_rotated_token_reaches_the_watch_pool(
     sb: Sandbox, service_account: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kubernetes_asyncio.config import incluster_config
-
-    monkeypatch.setattr(incluster_config, "TOKEN_REFRESH_PERIOD", datetime.timedelta(0))
     await sb.add_deployment("default", "web", replicas=1)
     async with await connect(None, None, True, 2.0, service_account_dir=service_account) as kc:
         cache = kc.pods.acquire("default", "app=web")

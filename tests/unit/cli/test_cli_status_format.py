@@ -61,6 +61,23 @@ def test_status_table() -> None:
     assert lines[3].endswith("…"), "long errors are shortened"
 
 
+def test_status_shows_daemon_problems_first() -> None:
+    payload = {
+        "leader": False,
+        "problems": [
+            {
+                "problem": "credentials_rejected",
+                "message": "the Kubernetes API rejects the credentials; run `kubectl get --raw "
+                "/version` with the same kubeconfig",
+            }
+        ],
+        "policies": [],
+    }
+    lines = format_status(payload).splitlines()
+    assert lines[0].startswith("problem: credentials_rejected: the Kubernetes API rejects")
+    assert lines[1] == "leader: no"
+
+
 @pytest.mark.parametrize(
     ("listen", "expected"),
     [

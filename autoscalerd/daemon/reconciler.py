@@ -175,8 +175,13 @@ class PolicyReconciler:
         task.add_done_callback(self._side_tasks.discard)
 
     async def close(self) -> None:
-        for task in list(self._side_tasks):
+        """Cancel the side calls still running (and wait for them: no task outlives its
+        policy), then release the pod cache."""
+        side = list(self._side_tasks)
+        for task in side:
             task.cancel()
+        if side:
+            await asyncio.gather(*side, return_exceptions=True)
         if self._cache is not None:
             cache, self._cache = self._cache, None
             try:
@@ -325,7 +330,7 @@ class PolicyReconciler:
             for pod, outcome in zip(counted, outcomes[i * n : (i + 1) * n], strict=True):
                 key = f"{SCRAPE_PREFIX}{pod.name}:{i}"
                 live.add(key)
-                if outcome.error is None:
+                if outcome.error is None and self.problems.has(key):
                     self.problems.resolved(key, pod=pod.name)
         self.problems.forget_scrapes_except(live)  # the pod is gone: forget its problem quietly
 

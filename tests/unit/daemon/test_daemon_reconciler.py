@@ -7,7 +7,7 @@ says), ticks at chosen times and reads what the reconciler wrote, logged and rep
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,14 +81,31 @@ class World:
     permission: list[tuple[bool, float | None]] = field(default_factory=lambda: [(True, None)])
     """The current answer of `write_permission()` (the test replaces `permission[0]`)."""
 
+    reconcilers: list[PolicyReconciler] = field(default_factory=list)
+
     def reconciler(self, policy: Policy) -> PolicyReconciler:
-        return PolicyReconciler(policy, self.ctx)
+        self.reconcilers.append(PolicyReconciler(policy, self.ctx))
+        return self.reconcilers[-1]
 
     def counter(self, name: str, **labels: str) -> float:
         value = self.ctx.metrics.registry.get_sample_value(
             name, {"namespace": "default", "autoscaler": "web", **labels}
         )
         return value or 0.0
+
+
+WORLDS: list[World] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_reconcilers() -> AsyncIterator[None]:
+    """Close every reconciler a test made: its Event calls in flight end with it."""
+    yield
+    while WORLDS:
+        for r in WORLDS.pop().reconcilers:
+            await r.close()
+    leaked = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert leaked == [], f"tasks outlived the test: {leaked}"
 
 
 def make_world(replicas: int, pods: int, *, dry_run: bool = False) -> World:
@@ -100,6 +117,7 @@ def make_world(replicas: int, pods: int, *, dry_run: bool = False) -> World:
         dry_run=dry_run, clock=clock,
     )  # fmt: skip
     world = World(clock, kube, scraper, ctx)
+    WORLDS.append(world)
     ctx.write_permission = lambda: world.permission[0]
     return world
 

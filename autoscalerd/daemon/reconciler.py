@@ -6,7 +6,8 @@ shown in `/status`, and never turned into a metric value of 0. A tick without da
 decision.
 
 The reconciler reaches the world only through the ports in `ports.py` (`Kube`, `Scrape`,
-`Clock`), handed over in the `DaemonContext`; when it ticks is `tick_grid.py`'s business.
+`Clock`), handed over in the `DaemonContext`; when it ticks is `tick_grid.py`'s business, when
+it reads `/scale` again `scale_refresh.py`'s.
 """
 
 from __future__ import annotations
@@ -22,26 +23,20 @@ import structlog
 from autoscalerd.config.model import DaemonConfig, MetricSource, Policy, TLSConfig
 from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Kube, PodView, Scrape
 from autoscalerd.daemon.problems import SCRAPE_PREFIX, Problems
+from autoscalerd.daemon.scale_refresh import scale_is_fresh
+from autoscalerd.daemon.scrape_targets import ScrapeTargets
 from autoscalerd.daemon.tick_grid import next_tick, tick_phase
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
 from autoscalerd.scaling.autoscaler import Autoscaler, Decision, SourceSample, Tick
-from autoscalerd.scrape.client import ScrapeOutcome, ScrapeTarget
+from autoscalerd.scrape.client import ScrapeOutcome
 from autoscalerd.server.metrics import DaemonMetrics
 
 __all__ = ["DaemonContext", "PolicyReconciler", "effective_source"]
 
 log = structlog.get_logger(__name__)
 
-SCALE_REFRESH_SECONDS = 15.0
-"""Re-read `/scale` at least this often (the HPA's sync period), without one API call per
-policy per tick; sooner when the pods disagree with it (`SCALE_RECHECK_SECONDS`)."""
-SCALE_RECHECK_SECONDS = 2.0
-"""Re-read `/scale` this often while the number of live pods behind the selector differs from
-the replicas last read: a `kubectl scale`, another controller or our own write changing the
-pods shows there within seconds. (Also during rollouts and while new pods start, which is a
-read every two seconds for that while.) 100 steady policies make ~7 reads a second, not 100."""
 POD_LIST_GRACE_SECONDS = 30.0
 """A pod cache that has not listed within this time is reported as an error."""
 
@@ -109,9 +104,7 @@ class PolicyReconciler:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._sources_stamp: tuple[DaemonConfig, bool] | None = None
         self._sources: tuple[MetricSource, ...] = ()
-        self._targets: list[ScrapeTarget] = []
-        self._targets_for: tuple[tuple[MetricSource, ...], list[PodInfo]] = ((), [])
-        """The pods and sources `_targets` was built from (reused while they are the same)."""
+        self._targets = ScrapeTargets()
         self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         """This policy's children of the labelled metrics, by (id(metric), extra label values):
         `labels()` takes a lock and builds a key on every call."""
@@ -231,12 +224,10 @@ class PolicyReconciler:
 
     async def _read_scale(self, now: float) -> ScaleInfo | None:
         scale = self._scale
-        if scale is not None:
-            age = now - self._scale_read_at
-            if age < SCALE_REFRESH_SECONDS and (
-                self._live_pods in (None, scale.replicas) or age < SCALE_RECHECK_SECONDS
-            ):
-                return scale
+        if scale is not None and scale_is_fresh(
+            now - self._scale_read_at, scale.replicas, self._live_pods
+        ):
+            return scale
         p = self.policy
         try:
             self._scale = await self.ctx.kube.get_scale(p.namespace, p.target)
@@ -278,7 +269,7 @@ class PolicyReconciler:
     async def _scrape(self, counted: list[PodInfo]) -> tuple[SourceSample, ...]:
         p = self.policy
         ctx = self.ctx
-        targets = self._scrape_targets(self._effective_sources(), counted)
+        targets = self._targets.build(self._effective_sources(), counted)
         outcomes = (
             await ctx.scraper.scrape(targets, timeout=ctx.daemon.scrape_timeout_seconds)
             if targets
@@ -333,26 +324,6 @@ class PolicyReconciler:
                 if outcome.error is None and self.problems.has(key):
                     self.problems.resolved(key, pod=pod.name)
         self.problems.forget_scrapes_except(live)  # the pod is gone: forget its problem quietly
-
-    def _scrape_targets(
-        self, sources: tuple[MetricSource, ...], counted: list[PodInfo]
-    ) -> list[ScrapeTarget]:
-        """One target per (source, pod), source-major; rebuilt only when a pod or a source
-        changed (pod objects are replaced, never mutated, when the watch reports a change)."""
-        old_sources, old_pods = self._targets_for
-        if (
-            old_sources is sources
-            and len(old_pods) == len(counted)
-            and all(a is b for a, b in zip(old_pods, counted, strict=True))
-        ):
-            return self._targets
-        self._targets = [
-            ScrapeTarget(pod=pod.name, ip=pod.ip, source=source)
-            for source in sources
-            for pod in counted
-        ]
-        self._targets_for = (sources, counted)
-        return self._targets
 
     def _child(self, metric: Any, *extra: str) -> Any:
         """This policy's child of a labelled metric (namespace, name, *extra), cached."""

@@ -26,12 +26,9 @@ from waiting import wait_for
 
 from autoscalerd.config.load import load_config
 from autoscalerd.config.model import DaemonConfig, Policy
-from autoscalerd.daemon.reconciler import (
-    SCALE_RECHECK_SECONDS,
-    SCALE_REFRESH_SECONDS,
-    DaemonContext,
-    PolicyReconciler,
-)
+from autoscalerd.daemon.reconciler import DaemonContext, PolicyReconciler
+from autoscalerd.daemon.scale_refresh import SCALE_RECHECK_SECONDS, SCALE_REFRESH_SECONDS
+from autoscalerd.daemon.scrape_targets import ScrapeTargets
 from autoscalerd.daemon.tick_grid import next_tick, tick_phase
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.server.metrics import DaemonMetrics
@@ -226,6 +223,20 @@ async def test_only_counted_pods_are_scraped(tmp_path: Path) -> None:
     assert [t.pod for t in targets] == ["web-0"]
     assert timeout == DaemonConfig().scrape_timeout_seconds
     assert (r.status()["ready_pods"], r.status()["not_ready_pods"]) == (1, 2)
+
+
+def test_scrape_targets_are_rebuilt_only_when_a_pod_or_a_source_changes(tmp_path: Path) -> None:
+    sources = load_policy(tmp_path).sources
+    web0, web1 = pod("web-0"), pod("web-1")
+    targets = ScrapeTargets()
+    first = targets.build(sources, [web0, web1])
+    assert [(t.pod, t.source) for t in first] == [("web-0", sources[0]), ("web-1", sources[0])]
+    assert targets.build(sources, [web0, web1]) is first, "same pods, same sources: reused"
+    moved = pod("web-1", "10.9.9.9")
+    second = targets.build(sources, [web0, moved])
+    assert second is not first and second[1].ip == "10.9.9.9", "a replaced pod: rebuilt"
+    renewed = tuple(list(sources))  # equal, but new: the daemon settings changed
+    assert targets.build(renewed, [web0, moved]) is not second, "new sources: rebuilt"
 
 
 # -- writes that fail ------------------------------------------------------------------------

@@ -173,7 +173,13 @@ async def test_reload_keeps_unchanged_policies_and_their_windows(
     start: Start,
 ) -> None:
     running = await start()
+    running.scrapers[0].set("requests", web_0=100)  # 10x the target: KPA panics
     web, api = running.reconciler("web"), running.reconciler("api")
+    for ticks in (1, 2):
+        running.clock.advance(1.0)
+        await wait_for(lambda n=ticks: web.ticks == n and api.ticks == n)
+    mode = web.status()["mode"]
+    assert mode == "panic" and web.status()["metrics"] == {"requests": 100.0}
     web_autoscaler = web.autoscaler
     old_api_task = running.sup.reconcilers["default/api"][1]
 
@@ -186,6 +192,9 @@ async def test_reload_keeps_unchanged_policies_and_their_windows(
     new_api = running.reconciler("api")
     assert new_api is not api and new_api.policy.max_replicas == 8
     await wait_for(old_api_task.done)
+    running.clock.advance(1.0)
+    await wait_for(lambda: web.ticks == 3 and new_api.ticks == 1)
+    assert web.status()["mode"] == "panic", "the unchanged policy is still in its panic"
     assert running.notifier.sent[-2:] == ["RELOADING=1", "READY=1 2 policies"]
 
 

@@ -1,16 +1,18 @@
 """One reconciler per policy: resolve pods → scrape → record → decide → apply, every interval.
 
 Each step's failure stays inside its policy and its tick: a failing API call, pod or endpoint
-is logged once when it starts (and once when it ends), counted in the metrics, shown in
-`/status`, and never turned into a metric value of 0. A tick without data makes no decision.
+is logged once when it starts (and once when it ends, `problems.py`), counted in the metrics,
+shown in `/status`, and never turned into a metric value of 0. A tick without data makes no
+decision.
+
+The reconciler reaches the world only through the ports in `ports.py` (`Kube`, `Scrape`,
+`Clock`), handed over in the `DaemonContext`; when it ticks is `tick_grid.py`'s business, when
+it reads `/scale` again `scale_refresh.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import time
-import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,26 +21,22 @@ from typing import Any
 import structlog
 
 from autoscalerd.config.model import DaemonConfig, MetricSource, Policy, TLSConfig
-from autoscalerd.kube.client import KubeClient
+from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Kube, PodView, Scrape
+from autoscalerd.daemon.problems import SCRAPE_PREFIX, Problems
+from autoscalerd.daemon.scale_refresh import scale_is_fresh
+from autoscalerd.daemon.scrape_targets import ScrapeTargets
+from autoscalerd.daemon.tick_grid import next_tick, tick_phase
 from autoscalerd.kube.errors import KubeError
-from autoscalerd.kube.pods import PodCache, PodInfo
+from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
 from autoscalerd.scaling.autoscaler import Autoscaler, Decision, SourceSample, Tick
-from autoscalerd.scrape.client import ScrapeOutcome, Scraper, ScrapeTarget
+from autoscalerd.scrape.client import ScrapeOutcome
 from autoscalerd.server.metrics import DaemonMetrics
 
 __all__ = ["DaemonContext", "PolicyReconciler", "effective_source"]
 
 log = structlog.get_logger(__name__)
 
-SCALE_REFRESH_SECONDS = 15.0
-"""Re-read `/scale` at least this often (the HPA's sync period), without one API call per
-policy per tick; sooner when the pods disagree with it (`SCALE_RECHECK_SECONDS`)."""
-SCALE_RECHECK_SECONDS = 2.0
-"""Re-read `/scale` this often while the number of live pods behind the selector differs from
-the replicas last read: a `kubectl scale`, another controller or our own write changing the
-pods shows there within seconds. (Also during rollouts and while new pods start, which is a
-read every two seconds for that while.) 100 steady policies make ~7 reads a second, not 100."""
 POD_LIST_GRACE_SECONDS = 30.0
 """A pod cache that has not listed within this time is reported as an error."""
 
@@ -64,60 +62,15 @@ def effective_source(
 class DaemonContext:
     """What every reconciler shares; fields are swapped in place on reload."""
 
-    kube: KubeClient
-    scraper: Scraper
+    kube: Kube
+    scraper: Scrape
     metrics: DaemonMetrics
     daemon: DaemonConfig
     dry_run: bool = False
     insecure_default: bool = False
     write_permission: Callable[[], tuple[bool, float | None]] = field(default=lambda: (True, None))
-    """(may write, deadline in loop time): leader election plugs in here."""
-
-
-TICK_SLOTS = 10
-"""Policies tick in this many slots per interval (at 1 s: every 100 ms, a tenth of them).
-
-Measured at 100 policies x 10 pods (bench/README-daemon.md): one phase per policy spread the
-work over ~100 loop wake-ups a second, each handling a few responses, and cost ~40 % more CPU
-per scrape than ticking all policies together; ticking all together made one burst of 1,000
-scrapes a second (late ticks, RSS +150 MiB). Slots batch each tenth of the policies into one
-wake-up and keep every burst small."""
-
-
-def tick_phase(key: str) -> float:
-    """A policy's stable slot within the scrape interval, as a fraction in [0, 1)."""
-    return (zlib.crc32(key.encode()) % TICK_SLOTS) / TICK_SLOTS
-
-
-def next_tick(after: float, interval: float, phase: float) -> float:
-    """The first time strictly after `after` on the grid `phase*interval + k*interval`.
-
-    The grid is absolute (k counts from loop time 0), so the policies of one slot get equal
-    times, their timers fire in the same loop iteration, and their scrapes go out together;
-    a tick that overran skips the slots it missed instead of bursting.
-    """
-    offset = phase * interval
-    return offset + (math.floor((after - offset) / interval) + 1) * interval
-
-
-async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    """Sleep until loop time `when` exactly (`asyncio.sleep` takes a delay and re-adds the
-    current time, so equal deadlines would become timers a few microseconds apart)."""
-    waiter: asyncio.Future[None] = loop.create_future()
-    handle = loop.call_at(when, _wake, waiter)
-    try:
-        await waiter
-    finally:
-        handle.cancel()
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _utc_now() -> str:
-    return _utc(time.time())
+    """(may write, deadline in `clock.now()` time): leader election plugs in here."""
+    clock: Clock = LOOP_CLOCK
 
 
 def _utc(wall: float) -> str:
@@ -136,10 +89,9 @@ class PolicyReconciler:
         self._scale_read_at = -1e18
         self._live_pods: int | None = None
         """Pods behind the selector that are not being deleted, at the last tick."""
-        self._cache: PodCache | None = None
+        self._cache: PodView | None = None
         self._cache_since = 0.0
-        self._errors: dict[str, str] = {}
-        """Current problems by key (`scale`, `pods`, `scrape:<pod>:<i>`, `write`): message."""
+        self.problems = Problems(self.log, self._warning_event)
         self._last_decision: Decision | None = None
         self._last_decision_at: float | None = None
         """Wall-clock time of the last decision (formatted only when /status asks)."""
@@ -147,15 +99,12 @@ class PolicyReconciler:
         self._last_logged_desired: int | None = None
         self._ready = 0
         self._not_ready = 0
-        self._warned_insecure = False
         self.ticks = 0
         self.late_ticks = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._sources_stamp: tuple[DaemonConfig, bool] | None = None
         self._sources: tuple[MetricSource, ...] = ()
-        self._targets: list[ScrapeTarget] = []
-        self._targets_for: tuple[tuple[MetricSource, ...], list[PodInfo]] = ((), [])
-        """The pods and sources `_targets` was built from (reused while they are the same)."""
+        self._targets = ScrapeTargets()
         self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         """This policy's children of the labelled metrics, by (id(metric), extra label values):
         `labels()` takes a lock and builds a key on every call."""
@@ -185,15 +134,15 @@ class PolicyReconciler:
                 )
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self.ctx.clock
         self.warn_insecure_sources()
         interval = self.ctx.daemon.scrape_interval_seconds
         phase = tick_phase(self.policy.key)
-        next_at = next_tick(loop.time(), interval, phase)
-        await _sleep_until(loop, next_at)
+        next_at = next_tick(clock.now(), interval, phase)
+        await clock.sleep_until(next_at)
         try:
             while True:
-                now = loop.time()
+                now = clock.now()
                 lag = max(0.0, now - next_at)
                 self.ctx.metrics.tick_lag_seconds.observe(lag)
                 if lag > 0.1 * interval:
@@ -203,12 +152,12 @@ class PolicyReconciler:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # a bug must not kill the policy's loop
-                    self._problem("internal", f"internal error: {exc!r}")
+                    self.problems.report("internal", f"internal error: {exc!r}")
                     self.log.exception("tick failed")
                 interval = self.ctx.daemon.scrape_interval_seconds
-                now = loop.time()
+                now = clock.now()
                 next_at = next_tick(max(now, next_at), interval, phase)
-                await _sleep_until(loop, next_at)
+                await clock.sleep_until(next_at)
         finally:
             await self.close()
 
@@ -219,8 +168,13 @@ class PolicyReconciler:
         task.add_done_callback(self._side_tasks.discard)
 
     async def close(self) -> None:
-        for task in list(self._side_tasks):
+        """Cancel the side calls still running (and wait for them: no task outlives its
+        policy), then release the pod cache."""
+        side = list(self._side_tasks)
+        for task in side:
             task.cancel()
+        if side:
+            await asyncio.gather(*side, return_exceptions=True)
         if self._cache is not None:
             cache, self._cache = self._cache, None
             try:
@@ -231,8 +185,7 @@ class PolicyReconciler:
     # -- one tick ---------------------------------------------------------------------------
 
     async def tick(self) -> Decision | None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self.ctx.clock.now()
         self.ticks += 1
 
         scale = await self._read_scale(now)
@@ -271,29 +224,27 @@ class PolicyReconciler:
 
     async def _read_scale(self, now: float) -> ScaleInfo | None:
         scale = self._scale
-        if scale is not None:
-            age = now - self._scale_read_at
-            if age < SCALE_REFRESH_SECONDS and (
-                self._live_pods in (None, scale.replicas) or age < SCALE_RECHECK_SECONDS
-            ):
-                return scale
+        if scale is not None and scale_is_fresh(
+            now - self._scale_read_at, scale.replicas, self._live_pods
+        ):
+            return scale
         p = self.policy
         try:
             self._scale = await self.ctx.kube.get_scale(p.namespace, p.target)
         except KubeError as exc:
-            self._problem(
+            self.problems.report(
                 "scale", f"cannot read the scale of the target: {exc}", event="FailedGetScale"
             )
             self._scale = None
             return None
         self._scale_read_at = now
-        self._resolved("scale")
+        self.problems.resolved("scale")
         return self._scale
 
     def _pods(self, scale: ScaleInfo, now: float) -> list[PodInfo] | None:
         p = self.policy
         if not scale.selector:
-            self._problem(
+            self.problems.report(
                 "pods",
                 "the target's /scale has no status.selector, so its pods cannot be found; "
                 "the workload controller must publish one",
@@ -307,18 +258,18 @@ class PolicyReconciler:
                 self._side_task(self.ctx.kube.pods.release(old))
         if not self._cache.synced:
             if now - self._cache_since > POD_LIST_GRACE_SECONDS:
-                err = getattr(self._cache, "last_error", None)
-                self._problem(
+                err = self._cache.last_error
+                self.problems.report(
                     "pods", f"cannot list the pods ({scale.selector}): {err or 'no answer yet'}"
                 )
             return None
-        self._resolved("pods")
+        self.problems.resolved("pods")
         return self._cache.pods()
 
     async def _scrape(self, counted: list[PodInfo]) -> tuple[SourceSample, ...]:
         p = self.policy
         ctx = self.ctx
-        targets = self._scrape_targets(self._effective_sources(), counted)
+        targets = self._targets.build(self._effective_sources(), counted)
         outcomes = (
             await ctx.scraper.scrape(targets, timeout=ctx.daemon.scrape_timeout_seconds)
             if targets
@@ -341,8 +292,8 @@ class PolicyReconciler:
                 scrape_errors = True
                 kind = str(getattr(outcome.error, "kind", "error"))
                 results[kind] = results.get(kind, 0) + 1
-                self._problem(
-                    f"scrape:{pod.name}:{i}",
+                self.problems.report(
+                    f"{SCRAPE_PREFIX}{pod.name}:{i}",
                     str(outcome.error),
                     pod=pod.name,
                     metric=source.target_metric,
@@ -357,7 +308,7 @@ class PolicyReconciler:
         for result, count in results.items():
             if count:
                 self._child(ctx.metrics.scrapes_total, result).inc(count)
-        if scrape_errors or self._scrape_problems:
+        if scrape_errors or self.problems.any_scrape:
             self._settle_scrape_problems(counted, outcomes, n)
         return tuple(samples)
 
@@ -368,36 +319,11 @@ class PolicyReconciler:
         live: set[str] = set()
         for i in range(len(self.policy.sources)):
             for pod, outcome in zip(counted, outcomes[i * n : (i + 1) * n], strict=True):
-                key = f"scrape:{pod.name}:{i}"
+                key = f"{SCRAPE_PREFIX}{pod.name}:{i}"
                 live.add(key)
-                if outcome.error is None and key in self._errors:
-                    self._resolved(key, pod=pod.name)
-        for key in [k for k in self._errors if k.startswith("scrape:") and k not in live]:
-            del self._errors[key]  # the pod is gone: forget its problem quietly
-
-    @property
-    def _scrape_problems(self) -> bool:
-        return any(k.startswith("scrape:") for k in self._errors)
-
-    def _scrape_targets(
-        self, sources: tuple[MetricSource, ...], counted: list[PodInfo]
-    ) -> list[ScrapeTarget]:
-        """One target per (source, pod), source-major; rebuilt only when a pod or a source
-        changed (pod objects are replaced, never mutated, when the watch reports a change)."""
-        old_sources, old_pods = self._targets_for
-        if (
-            old_sources is sources
-            and len(old_pods) == len(counted)
-            and all(a is b for a, b in zip(old_pods, counted, strict=True))
-        ):
-            return self._targets
-        self._targets = [
-            ScrapeTarget(pod=pod.name, ip=pod.ip, source=source)
-            for source in sources
-            for pod in counted
-        ]
-        self._targets_for = (sources, counted)
-        return self._targets
+                if outcome.error is None and self.problems.has(key):
+                    self.problems.resolved(key, pod=pod.name)
+        self.problems.forget_scrapes_except(live)  # the pod is gone: forget its problem quietly
 
     def _child(self, metric: Any, *extra: str) -> Any:
         """This policy's child of a labelled metric (namespace, name, *extra), cached."""
@@ -426,7 +352,7 @@ class PolicyReconciler:
         labels = (p.namespace, p.name)
         prev = self._last_decision.mode if self._last_decision is not None else ""
         self._last_decision = decision
-        self._last_decision_at = time.time()
+        self._last_decision_at = self.ctx.clock.wall()
         self._child(m.decisions_total, decision.reason).inc()
         for source, value in zip(p.sources, decision.values, strict=False):
             if value is not None:
@@ -469,23 +395,25 @@ class PolicyReconciler:
         allowed, deadline = ctx.write_permission()
         if not allowed:
             return
-        started = time.monotonic()
+        started = ctx.clock.now()
         try:
             info = await ctx.kube.set_replicas(
                 p.namespace, p.target, desired, observed=scale, deadline=deadline
             )
         except KubeError as exc:
             self._child(ctx.metrics.scale_operations_total, direction, "error").inc()
-            self._problem("write", f"cannot scale to {desired}: {exc}", event="FailedRescale")
+            self.problems.report(
+                "write", f"cannot scale to {desired}: {exc}", event="FailedRescale"
+            )
             self._scale = None  # re-read before the next attempt
             return
         self._child(ctx.metrics.scale_operations_total, direction, "ok").inc()
         self.autoscaler.applied(now, scale.replicas, info.replicas)
-        self._resolved("write")
+        self.problems.resolved("write")
         self._scale = info
-        self._scale_read_at = asyncio.get_running_loop().time()
+        self._scale_read_at = ctx.clock.now()
         self._last_scale = {
-            "time": _utc_now(),
+            "time": _utc(ctx.clock.wall()),
             "from": scale.replicas,
             "to": info.replicas,
             "reason": decision.reason,
@@ -497,7 +425,7 @@ class PolicyReconciler:
             reason=decision.reason,
             detail=decision.detail,
             mode=decision.mode or None,
-            seconds=round(time.monotonic() - started, 3),
+            seconds=round(ctx.clock.now() - started, 3),
         )
         await ctx.kube.record_event(
             p.namespace,
@@ -509,22 +437,16 @@ class PolicyReconciler:
             uid=scale.uid or None,
         )
 
-    # -- problems, logged on change ----------------------------------------------------------
+    # -- problems ----------------------------------------------------------------------------
 
-    def _problem(self, key: str, message: str, *, event: str | None = None, **fields: Any) -> None:
-        if self._errors.get(key) == message:
+    def _warning_event(self, reason: str, message: str) -> None:
+        """Record a Warning Event on the target for a new problem, unless we may not write."""
+        if self.ctx.dry_run or not self.ctx.write_permission()[0]:
             return
-        self._errors[key] = message
-        self.log.warning(message, **fields)
-        if event is not None and not self.ctx.dry_run and self.ctx.write_permission()[0]:
-            p = self.policy
-            self._side_task(
-                self.ctx.kube.record_event(p.namespace, p.target, "Warning", event, message[:1000])
-            )
-
-    def _resolved(self, key: str, **fields: Any) -> None:
-        if self._errors.pop(key, None) is not None:
-            self.log.info("recovered", step=key.split(":")[0], **fields)
+        p = self.policy
+        self._side_task(
+            self.ctx.kube.record_event(p.namespace, p.target, "Warning", reason, message[:1000])
+        )
 
     # -- /status -----------------------------------------------------------------------------
 
@@ -535,7 +457,7 @@ class PolicyReconciler:
         for i, source in enumerate(p.sources):
             value = d.values[i] if d is not None and i < len(d.values) else None
             metrics[source.target_metric] = value
-        errors = list(self._errors.values())
+        errors = self.problems.messages()
         return {
             "namespace": p.namespace,
             "name": p.name,

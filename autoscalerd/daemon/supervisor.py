@@ -5,6 +5,10 @@
   validation is logged with every problem and the running one stays in force. Policies that
   did not change keep their reconcilers, and with them their windows and panic state.
 - Root tasks are eternal: one that ends (or fails) unexpectedly stops the daemon with exit 1.
+
+It reaches the world through the ports in `ports.py`: the Kubernetes API (`connect_kube`),
+the scraper (`make_scraper`), the clock and systemd's notify socket are handed in, with the
+real ones as defaults, so tests drive it with fakes and step time by hand.
 """
 
 from __future__ import annotations
@@ -15,27 +19,27 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
 
 from autoscalerd import __version__
 from autoscalerd.config.load import ConfigErrors, expand_paths, load_config
-from autoscalerd.config.model import Config
+from autoscalerd.config.model import Config, DaemonConfig
 from autoscalerd.daemon.eventloop import new_event_loop
 from autoscalerd.daemon.notify import Notifier
 from autoscalerd.daemon.options import RunOptions
+from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Cluster, Elector, Scrape, SystemdNotify
 from autoscalerd.daemon.reconciler import DaemonContext, PolicyReconciler
-from autoscalerd.kube.client import KubeClient, connect
+from autoscalerd.kube.client import connect
 from autoscalerd.kube.errors import KubeError
-from autoscalerd.kube.lease import LeaderElector
 from autoscalerd.logconfig import configure_logging
 from autoscalerd.scrape.client import Scraper
 from autoscalerd.server.app import HttpServer, parse_listen
 from autoscalerd.server.metrics import DaemonMetrics
 
-__all__ = ["Supervisor", "run_daemon"]
+__all__ = ["ConnectKube", "Supervisor", "connect_cluster", "new_scraper", "run_daemon"]
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +48,24 @@ SHUTDOWN_SECONDS = 4.0
 CONFIG_POLL_SECONDS = 2.0
 """How often the configuration files are checked for changes."""
 API_RETRY_SECONDS = 2.0
+
+ConnectKube = Callable[[RunOptions, DaemonConfig], Awaitable[Cluster]]
+"""Opens the Kubernetes API for `--kubeconfig`/`--context`/`--in-cluster`; raises KubeError."""
+
+
+async def connect_cluster(options: RunOptions, daemon: DaemonConfig) -> Cluster:
+    """The real `ConnectKube` (a `KubeClient`)."""
+    return await connect(
+        options.kubeconfig,
+        options.context,
+        options.in_cluster,
+        api_timeout=daemon.api_timeout_seconds,
+    )
+
+
+def new_scraper(daemon: DaemonConfig) -> Scrape:
+    """The real scraper for a DaemonConfig (a new one on every change of it)."""
+    return Scraper(daemon=daemon)
 
 
 def run_daemon(options: RunOptions) -> int:
@@ -85,15 +107,37 @@ class _FatalError(Exception):
 
 
 class Supervisor:
-    def __init__(self, options: RunOptions, config: Config) -> None:
+    """Runs the daemon (`run()`) until stopped; the keyword arguments are its ports.
+
+    `handle_signals=False` leaves the process's signal handlers alone (tests call
+    `request_stop()`/`request_reload()` instead); `settle` runs once after start-up.
+    """
+
+    def __init__(
+        self,
+        options: RunOptions,
+        config: Config,
+        *,
+        connect_kube: ConnectKube = connect_cluster,
+        make_scraper: Callable[[DaemonConfig], Scrape] = new_scraper,
+        clock: Clock = LOOP_CLOCK,
+        notifier: SystemdNotify | None = None,
+        handle_signals: bool = True,
+        settle: Callable[[], None] = settle_heap,
+    ) -> None:
         self.options = options
         self.config = config
         self.metrics = DaemonMetrics()
-        self.notifier = Notifier()
+        self.notifier: SystemdNotify = Notifier() if notifier is None else notifier
+        self.clock = clock
+        self._connect_kube = connect_kube
+        self._make_scraper = make_scraper
+        self._handle_signals = handle_signals
+        self._settle = settle
         self.reconcilers: dict[str, tuple[PolicyReconciler, asyncio.Task[None]]] = {}
         self.ctx: DaemonContext | None = None
-        self.kube: KubeClient | None = None
-        self.elector: LeaderElector | None = None
+        self.kube: Cluster | None = None
+        self.elector: Elector | None = None
         self._api_ok = False
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -143,18 +187,14 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        if self._handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         server: HttpServer | None = None
         try:
             try:
-                self.kube = await connect(
-                    self.options.kubeconfig,
-                    self.options.context,
-                    self.options.in_cluster,
-                    api_timeout=self.config.daemon.api_timeout_seconds,
-                )
+                self.kube = await self._connect_kube(self.options, self.config.daemon)
             except KubeError as exc:
                 log.error("cannot load Kubernetes credentials", error=str(exc))
                 return 1
@@ -164,14 +204,14 @@ class Supervisor:
             except OSError as exc:
                 log.error("cannot listen", listen=self.options.listen, error=str(exc))
                 return 1
-            scraper = Scraper(daemon=self.config.daemon)
             self.ctx = DaemonContext(
                 kube=self.kube,
-                scraper=scraper,
+                scraper=self._make_scraper(self.config.daemon),
                 metrics=self.metrics,
                 daemon=self.config.daemon,
                 dry_run=self.options.dry_run,
                 insecure_default=self.options.insecure_skip_tls_verify,
+                clock=self.clock,
             )
             if self.options.insecure_skip_tls_verify:
                 log.warning(
@@ -202,13 +242,24 @@ class Supervisor:
             if self.notifier.watchdog_interval:
                 self._spawn(self._watchdog(), "watchdog")
             self._apply_policies(self.config)
-            settle_heap()
+            self._settle()
             self.notifier.ready(f"{len(self.config.policies)} policies")
             await self._stop.wait()
             return self._exit_code
         finally:
             self.notifier.stopping()
             await self._shutdown(server)
+            if self._handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM does: `run()` returns once everything is closed."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Reload as SIGHUP does."""
+        self._reload.set()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
@@ -259,7 +310,7 @@ class Supervisor:
                     log.warning(
                         "the Kubernetes API does not answer yet", error=str(exc), attempts=failures
                     )
-                await asyncio.sleep(API_RETRY_SECONDS)
+                await self.clock.sleep(API_RETRY_SECONDS)
                 continue
             self._api_ok = True
             log.info("connected to the Kubernetes API", version=version)
@@ -269,7 +320,7 @@ class Supervisor:
         interval = self.notifier.watchdog_interval or 1.0
         while True:
             self.notifier.watchdog()
-            await asyncio.sleep(interval)
+            await self.clock.sleep(interval)
 
     # -- policies and reload -------------------------------------------------------------
 
@@ -320,7 +371,7 @@ class Supervisor:
         self.config = config
         if config.daemon != old_daemon:
             old_scraper = self.ctx.scraper
-            self.ctx.scraper = Scraper(daemon=config.daemon)
+            self.ctx.scraper = self._make_scraper(config.daemon)
             self.ctx.daemon = config.daemon
             self._spawn_close_later(old_scraper)
         self._apply_policies(config)
@@ -328,9 +379,11 @@ class Supervisor:
         log.info("configuration reloaded", policies=len(config.policies))
         self.notifier.ready(f"{len(config.policies)} policies")
 
-    def _spawn_close_later(self, scraper: Scraper) -> None:
+    def _spawn_close_later(self, scraper: Scrape) -> None:
+        """Close the replaced scraper once the ticks that may still use it are over."""
+
         async def close_later() -> None:
-            await asyncio.sleep(self.config.daemon.scrape_interval_seconds * 2)
+            await self.clock.sleep(self.config.daemon.scrape_interval_seconds * 2)
             await scraper.close()
 
         task = asyncio.get_running_loop().create_task(close_later())
@@ -350,7 +403,7 @@ class Supervisor:
 
     async def _watch_files(self) -> None:
         while True:
-            await asyncio.sleep(CONFIG_POLL_SECONDS)
+            await self.clock.sleep(CONFIG_POLL_SECONDS)
             stamps = await asyncio.to_thread(self._stamp_files)
             if stamps != self._file_stamps:
                 self._file_stamps = stamps
@@ -360,6 +413,7 @@ class Supervisor:
     # -- shutdown ------------------------------------------------------------------------
 
     async def _shutdown(self, server: HttpServer | None) -> None:
+        # The budget is real time, not `self.clock`'s: it bounds waits on real tasks and I/O.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SHUTDOWN_SECONDS
         tasks = [t for _, t in self.reconcilers.values()] + list(self._background)

@@ -13,12 +13,12 @@ import json
 import signal
 import socket
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from waiting import wait_for
 
 
 def free_port() -> int:
@@ -109,21 +109,40 @@ class Daemon:
     def logs(self, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         return [doc for doc in self.lines if predicate(doc)]
 
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.raw[-lines:])
+
+    def check_running(self) -> None:
+        """Raise (with the last log lines) when the daemon has exited."""
+        if self.proc.returncode is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.tail()}")
+
     async def wait_log(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for doc in self.lines:
-                if predicate(doc):
-                    return doc
-            if self.proc.returncode is not None:
-                raise AssertionError(
-                    f"daemon exited {self.proc.returncode}:\n" + "\n".join(self.raw[-30:])
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError("log line not seen; last lines:\n" + "\n".join(self.raw[-30:]))
-            await asyncio.sleep(0.05)
+        """The first log line that satisfies `predicate`, once the daemon has written it."""
+
+        def seen() -> dict[str, Any] | None:
+            self.check_running()
+            return next((doc for doc in self.lines if predicate(doc)), None)
+
+        return await wait_for(
+            seen, timeout=timeout, what=lambda: f"log line not seen; last lines:\n{self.tail()}"
+        )
+
+    async def wait_status(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The first `/status` that satisfies `predicate`."""
+        last: dict[str, Any] = {}
+
+        async def seen() -> dict[str, Any] | None:
+            nonlocal last
+            self.check_running()
+            last = await self.status()
+            return last if predicate(last) else None
+
+        return await wait_for(seen, timeout=timeout, what=lambda: f"last /status: {last}")
 
     async def status(self) -> dict[str, Any]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
@@ -136,19 +155,14 @@ class Daemon:
                 return resp.status, await resp.text()
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        async def ready() -> bool:
+            self.check_running()
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 code, _ = await self.get("/readyz")
-                if code == 200:
-                    return
-            if self.proc.returncode is not None:
-                raise AssertionError(
-                    f"daemon exited {self.proc.returncode}:\n" + "\n".join(self.raw[-30:])
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError("daemon not ready:\n" + "\n".join(self.raw[-30:]))
-            await asyncio.sleep(0.05)
+                return code == 200
+            return False
+
+        await wait_for(ready, timeout=timeout, what=lambda: f"daemon not ready:\n{self.tail()}")
 
     def send(self, sig: int) -> None:
         self.proc.send_signal(sig)

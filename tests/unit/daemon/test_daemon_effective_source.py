@@ -14,7 +14,8 @@ from autoscalerd.config.model import (
     SeriesSelector,
     TLSConfig,
 )
-from autoscalerd.daemon.reconciler import TICK_SLOTS, effective_source, next_tick, tick_phase
+from autoscalerd.daemon.reconciler import effective_source
+from autoscalerd.daemon.tick_grid import TICK_SLOTS, next_tick, tick_phase
 
 TOKEN = Authorization(credentials_file="/daemon-token")
 OWN = Authorization(credentials_file="/own-token")

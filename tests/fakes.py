@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
+from autoscalerd.kube.credentials import CredentialsRejected
 from autoscalerd.kube.errors import KubeConflict, KubeError, KubeTooManyRequests
 from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
@@ -200,6 +201,7 @@ class FakeKube:
         # the supervisor's side
         self.server = "https://fake-apiserver:6443"
         self.source = "fake"
+        self.credentials_rejected: CredentialsRejected | None = None
         self.version_errors: list[KubeError] = []
         self.version_calls = 0
         self.electors: list[FakeElector] = []

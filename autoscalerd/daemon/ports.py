@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
+from autoscalerd.kube.credentials import CredentialsRejected
 from autoscalerd.kube.events import EventType
 from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
@@ -173,6 +174,11 @@ class Cluster(Kube, Protocol):
     @property
     def source(self) -> str:
         """Where the credentials came from (for the log)."""
+        ...
+
+    @property
+    def credentials_rejected(self) -> CredentialsRejected | None:
+        """Set while every API call is answered 401 (the `credentials_rejected` problem)."""
         ...
 
     async def server_version(self) -> str: ...

@@ -4,7 +4,6 @@ value-for-value against prometheus_client's own parsers."""
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscalerd.config.model import LabelMatcher, MatchOp, SeriesSelector
+from autoscalerd.config.selector import compile_regex
 from autoscalerd.scrape.parser import (
     SelectStatus,
     looks_like_exposition,
@@ -30,7 +30,7 @@ def sel(metric: str, *terms: tuple[str, str, str]) -> SeriesSelector:
             name=n,
             op=MatchOp(op),
             value=v,
-            regex=re.compile(v) if op in ("=~", "!~") else None,
+            regex=compile_regex(v) if op in ("=~", "!~") else None,
         )
         for n, op, v in terms
     )

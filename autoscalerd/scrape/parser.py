@@ -274,9 +274,9 @@ def _duplicate(
         status=SelectStatus.DUPLICATE,
         matched=matched,
         line=again_no,
-        reason=f"line {again_no} ({_shorten(line)}) repeats the series of line {first_no} "
-        "(same name and labels); neither value is read: summing would double it, and which one "
-        "is right is for the exporter to say",
+        reason=f"{_shorten(line)!r} repeats the series of line {first_no} (same name and "
+        "labels); neither value is read: summing would double it, and which one is right is for "
+        "the exporter to say",
     )
 
 

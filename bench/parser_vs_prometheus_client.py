@@ -10,7 +10,6 @@ Run: .venv/bin/python bench/parser_vs_prometheus_client.py [--seconds 2]
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscalerd.config.model import LabelMatcher, MatchOp, SeriesSelector
+from autoscalerd.config.selector import compile_regex
 from autoscalerd.scrape.parser import select_value
 
 PAGE = Path(__file__).resolve().parent.parent / "tests" / "unit" / "scrape" / "data" / "vllm.prom"
@@ -34,7 +34,7 @@ SELECTORS = {
         metric="vllm:num_requests_running",
         matchers=(
             LabelMatcher(
-                name="model_name", op=MatchOp.RE, value="llama", regex=re.compile("llama")
+                name="model_name", op=MatchOp.RE, value="llama", regex=compile_regex("llama")
             ),
         ),
     ),

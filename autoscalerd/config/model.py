@@ -6,10 +6,9 @@ mappings and `autoscalerd.config.load` feeds it. Durations are float seconds, na
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 _T = TypeVar("_T")
 
@@ -30,6 +29,7 @@ __all__ = [
     "MetricSource",
     "Policy",
     "RatePolicy",
+    "Regex",
     "ScaleTargetRef",
     "SeriesSelector",
     "SourceRef",
@@ -65,17 +65,40 @@ class SourceRef:
         return f"{self.file}:{self.line}"
 
 
+class Regex(Protocol):
+    """A compiled regular expression, as `LabelMatcher` uses it: only `fullmatch`.
+
+    `autoscalerd.config.selector.compile_regex` builds these with RE2 (linear time in the
+    length of the value, whatever the pattern): label values come from pages the pods control.
+    """
+
+    def fullmatch(self, text: str) -> object | None: ...
+
+
+_REGEX_MEMO_MAX = 256
+"""Label values whose regex outcome one matcher remembers before it starts over."""
+
+_REGEX_MEMO_VALUE_MAX = 128
+"""Longer label values are matched every time, not remembered (bounds the memo's memory)."""
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LabelMatcher:
     """One `label<op>"value"` term of a series selector.
 
     Regular expressions are fully anchored, as in PromQL: `=~"a|b"` matches `a` or `b`, not `xa`.
+    A regex matcher remembers the outcome for the label values it has seen (a page repeats the
+    same few values every scrape, and one RE2 call through its Python binding costs ~50 times a
+    dict lookup); the memo is bounded in entries and in value length.
     """
 
     name: str
     op: MatchOp
     value: str
-    regex: re.Pattern[str] | None = field(default=None, compare=False, hash=False)
+    regex: Regex | None = field(default=None, compare=False, hash=False)
+    _memo: dict[str, bool] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
 
     def matches(self, actual: str) -> bool:
         """Say whether a label value (`""` when the label is absent) satisfies this term."""
@@ -83,8 +106,15 @@ class LabelMatcher:
             return actual == self.value
         if self.op is MatchOp.NE:
             return actual != self.value
-        assert self.regex is not None
-        hit = self.regex.fullmatch(actual) is not None
+        memo = self._memo
+        hit = memo.get(actual)
+        if hit is None:
+            assert self.regex is not None
+            hit = self.regex.fullmatch(actual) is not None
+            if len(actual) <= _REGEX_MEMO_VALUE_MAX:
+                if len(memo) >= _REGEX_MEMO_MAX:
+                    memo.clear()
+                memo[actual] = hit
         return hit if self.op is MatchOp.RE else not hit
 
 

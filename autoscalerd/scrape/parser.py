@@ -21,10 +21,29 @@ Semantics of a selection, the contract the scraper relies on:
   (an absent label reads as `""`, as in PromQL) contributes; their values are **summed**;
 - no matching series: `SelectStatus.ABSENT` (never 0: a missing metric is not a zero load);
 - a matching series valued NaN or ±Inf: `SelectStatus.INVALID_VALUE`, with the line;
-- a matching line that does not parse: `SelectStatus.MALFORMED`, with the line and the reason.
+- a matching line that does not parse: `SelectStatus.MALFORMED`, with the line and the reason;
+- the page was cut (`SelectStatus.TRUNCATED`): a sample counts only on a complete line. A text
+  page whose last line has no `\\n` and names the metric (or is the start of its name) may hold
+  a cut sample (`go_threads 6` of `go_threads 60`) and, since a family's lines are grouped, may
+  have lost more of the metric's series after it. A last line of another metric cannot hide
+  this one's series, so an exporter that only forgets the final newline still serves the other
+  metrics. An OpenMetrics page (`openmetrics=True`, from the Content-Type) must end with its
+  `# EOF` line, followed by at most a newline, or every selection on it is TRUNCATED (MALFORMED
+  when lines follow `# EOF`): OpenMetrics has the marker so that a cut is always detectable;
+- the same series twice among the matching samples (same name, same label set; a label set to
+  `""` counts as absent, as in Prometheus): `SelectStatus.DUPLICATE`, naming both lines. The
+  exposition formats forbid it, and no value is right: summing doubles the load, and keeping
+  one (Prometheus drops the repeats as "duplicate sample for timestamp") is an arbitrary pick
+  between values the exporter disagrees with itself about. The pod counts as
+  missing for that selector until its exporter is fixed. Series that differ in any label value
+  are distinct and summed.
 Lines that do not match are never parsed, so garbage elsewhere in a page does not fail a
 selection; `looks_like_exposition` tells an HTML error page from a metrics page when nothing
 matched.
+
+Cost: the page-end checks look at the last few characters only (`rfind` of the last line when
+the page lacks its final newline); the duplicate check starts at the second matching series, so
+the common one-series selection does no more work than before.
 
 Pure: no I/O, no logging, no asyncio (import-linter enforces it).
 """
@@ -75,6 +94,10 @@ class SelectStatus(StrEnum):
     ABSENT = "absent"
     INVALID_VALUE = "invalid_value"
     MALFORMED = "malformed"
+    TRUNCATED = "truncated"
+    """The page was cut (a last line without its newline, or OpenMetrics without `# EOF`)."""
+    DUPLICATE = "duplicate"
+    """A matching series appears more than once on the page."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -98,9 +121,15 @@ class SelectResult:
         return self.status is SelectStatus.OK
 
 
-def select_values(text: str, selectors: Sequence[SeriesSelector]) -> list[SelectResult]:
-    """Evaluate every selector on one exposition page; one result per selector, in order."""
-    return [select_value(text, selector) for selector in selectors]
+def select_values(
+    text: str, selectors: Sequence[SeriesSelector], *, openmetrics: bool = False
+) -> list[SelectResult]:
+    """Evaluate every selector on one exposition page; one result per selector, in order.
+
+    `openmetrics=True` (the response's Content-Type is `application/openmetrics-text`) requires
+    the page to end with `# EOF`.
+    """
+    return [select_value(text, selector, openmetrics=openmetrics) for selector in selectors]
 
 
 _Plan = tuple[SeriesSelector, str, str, tuple[str, ...]]
@@ -129,16 +158,33 @@ def _plan(selector: SeriesSelector) -> _Plan:
     return plan
 
 
-def select_value(text: str, selector: SeriesSelector) -> SelectResult:
-    """Sum the series of `text` that match `selector` (see the module docstring for semantics)."""
+def select_value(text: str, selector: SeriesSelector, *, openmetrics: bool = False) -> SelectResult:
+    """Sum the series of `text` that match `selector` (see the module docstring for semantics).
+
+    `openmetrics=True` requires the page to end with the `# EOF` line.
+    """
     plan = _PLANS.get(id(selector))
     if plan is None or plan[0] is not selector:
         plan = _plan(selector)
     _, name, needle, required = plan
+    # A complete page ends with "\n" (text) or "# EOF" (OpenMetrics): O(1) for such a page.
+    if openmetrics:
+        if not _ends_with_eof(text):
+            return _no_eof(text, selector)
+    elif text and text[-1] != "\n":
+        cut = _cut_line(text, selector, name)
+        if cut is not None:
+            return cut
     matchers = selector.matchers
+    want_labels = bool(matchers)
     name_len = len(name)
     total = 0.0
     matched = 0
+    # The first matching line, kept for the duplicate check that starts at the second one.
+    first_line = ""
+    first_labels: dict[str, str] = {}
+    first_start = 0
+    seen: dict[frozenset[tuple[str, str]], int] | None = None
     text_len = len(text)
     find = text.find  # bound once: the loop below runs per candidate line
     # `start` is the first character of a candidate line; a page may begin with the metric.
@@ -165,7 +211,7 @@ def select_value(text: str, selector: SeriesSelector) -> SelectResult:
         if not skip:
             line = text[start:end]
             try:
-                labels, value = parse_line(line, name_len, want_labels=bool(matchers))
+                labels, value = parse_line(line, name_len, want_labels=want_labels)
             except ParseError as exc:
                 return SelectResult(
                     selector=selector,
@@ -185,6 +231,19 @@ def select_value(text: str, selector: SeriesSelector) -> SelectResult:
                         reason=f"series {_shorten(line)} has value {shown}, "
                         "which is not a usable load (rejected, not read as 0)",
                     )
+                if matched:
+                    if seen is None:
+                        if not want_labels:  # both lines were parsed without their labels
+                            first_labels = parse_line(first_line, name_len)[0]
+                            labels = parse_line(line, name_len)[0]
+                            want_labels = True  # every later line needs them too
+                        seen = {_series_key(first_labels): first_start}
+                    key = _series_key(labels)
+                    earlier = seen.setdefault(key, start)
+                    if earlier != start:
+                        return _duplicate(text, selector, line, earlier, start, matched + 1)
+                else:
+                    first_line, first_labels, first_start = line, labels, start
                 total += value
                 matched += 1
         found = find(needle, end)
@@ -196,6 +255,89 @@ def select_value(text: str, selector: SeriesSelector) -> SelectResult:
             reason=f"no series matches {selector}",
         )
     return SelectResult(selector=selector, status=SelectStatus.OK, value=total, matched=matched)
+
+
+def _series_key(labels: dict[str, str]) -> frozenset[tuple[str, str]]:
+    """The identity of a series among same-name lines: its labels, empty values left out."""
+    if "" not in labels.values():
+        return frozenset(labels.items())
+    return frozenset(item for item in labels.items() if item[1])
+
+
+def _duplicate(
+    text: str, selector: SeriesSelector, line: str, first: int, again: int, matched: int
+) -> SelectResult:
+    first_no = _line_number(text, first)
+    again_no = first_no + text.count("\n", first, again)
+    return SelectResult(
+        selector=selector,
+        status=SelectStatus.DUPLICATE,
+        matched=matched,
+        line=again_no,
+        reason=f"{_shorten(line)!r} repeats the series of line {first_no} (same name and "
+        "labels); neither value is read: summing would double it, and which one is right is for "
+        "the exporter to say",
+    )
+
+
+def _cut_line(text: str, selector: SeriesSelector, name: str) -> SelectResult | None:
+    """For a page without its final newline: TRUNCATED if the last line may be `name`'s sample.
+
+    It may be when it starts with the name (then `{`, a blank or nothing) or is a start of the
+    name (`go_thr`): either way a cut sample of the metric, or the lines after it, are lost.
+    """
+    start = text.rfind("\n") + 1
+    after = start + len(name)
+    if text.startswith(name, start):
+        if after < len(text) and text[after] not in _CANDIDATE_END:
+            return None  # a longer name: another metric
+    elif not name.startswith(text[start:]):
+        return None
+    return SelectResult(
+        selector=selector,
+        status=SelectStatus.TRUNCATED,
+        line=_last_line(text),
+        reason=f"the page ends inside a line (no final newline), and that line "
+        f"{_shorten(text[start:])!r} may be a cut {name} sample: the page was truncated, so "
+        f"its {name} series are not read",
+    )
+
+
+_EOF = "# EOF"
+
+
+def _ends_with_eof(text: str) -> bool:
+    """Say whether an OpenMetrics page ends with its `# EOF` line (then at most a newline)."""
+    end = len(text)
+    if text.endswith("\n"):
+        end -= 2 if text.endswith("\r\n") else 1
+    eof = end - len(_EOF)
+    return text.startswith(_EOF, eof, end) and (eof == 0 or (eof > 0 and text[eof - 1] == "\n"))
+
+
+def _no_eof(text: str, selector: SeriesSelector) -> SelectResult:
+    """The result for an OpenMetrics page that does not end with `# EOF` (cut, or data after)."""
+    # Each `# EOF` that is a whole line (a comment may start with the same characters).
+    eof = 0 if text.startswith(_EOF) else _after(text.find("\n" + _EOF))
+    while eof != -1:
+        after = eof + len(_EOF)
+        if text.startswith(("\n", "\r\n"), after):
+            eof_line = _line_number(text, eof)
+            return SelectResult(
+                selector=selector,
+                status=SelectStatus.MALFORMED,
+                line=eof_line + 1,
+                reason=f"the OpenMetrics page goes on after its # EOF line (line {eof_line}); "
+                "an exposition must end there",
+            )
+        eof = _after(text.find("\n" + _EOF, after))
+    return SelectResult(
+        selector=selector,
+        status=SelectStatus.TRUNCATED,
+        line=_last_line(text),
+        reason="OpenMetrics page cut before # EOF (it must end with a # EOF line): the page "
+        "was truncated, so none of its values are read",
+    )
 
 
 def parse_line(
@@ -315,8 +457,18 @@ def _is_label_name(label: str) -> bool:
     return bool(label) and label[0] in _NAME_FIRST and all(c in _NAME_REST for c in label)
 
 
+def _after(found: int) -> int:
+    """The index after a found `"\\n"` (the start of the next line), or -1 when not found."""
+    return found + 1 if found != -1 else -1
+
+
 def _line_number(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
+
+
+def _last_line(text: str) -> int:
+    """The number of the page's last line (the one its last character is on)."""
+    return text.count("\n", 0, len(text) - 1) + 1
 
 
 def _shorten(line: str, limit: int = 160) -> str:

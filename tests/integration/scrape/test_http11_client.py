@@ -156,7 +156,8 @@ class Counters:
 
 
 async def test_chunked_split_at_every_boundary() -> None:
-    body = PAGE * 50
+    # 50 distinct series (one series repeated would be refused as a duplicate, not summed).
+    body = b"".join(b'go_threads{i="%d"} 20\n' % i for i in range(50))
 
     async def handler(conn: Conn) -> None:
         while await conn.read_request():

@@ -149,7 +149,7 @@ CASES = [
         HEAD + SPEC.replace("targetMetric: requests", "targetMetric: 'requests{code=~\"(5\"}'"),
         [
             "16: spec.metricsSources[0].targetMetric: 'requests{code=~\"(5\"}': bad regular "
-            "expression '(5' for code: missing ), unterminated subpattern at position 0"
+            "expression '(5' for code: missing ): (5 (patterns use RE2 syntax, as in Prometheus)"
         ],
         id="bad-selector-regex",
     ),

@@ -4,7 +4,6 @@ value-for-value against prometheus_client's own parsers."""
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscalerd.config.model import LabelMatcher, MatchOp, SeriesSelector
+from autoscalerd.config.selector import compile_regex
 from autoscalerd.scrape.parser import (
     SelectStatus,
     looks_like_exposition,
@@ -22,6 +22,7 @@ from autoscalerd.scrape.parser import (
 )
 
 DATA = Path(__file__).parent / "data"
+OK, ABSENT, MALFORMED = SelectStatus.OK, SelectStatus.ABSENT, SelectStatus.MALFORMED
 
 
 def sel(metric: str, *terms: tuple[str, str, str]) -> SeriesSelector:
@@ -30,7 +31,7 @@ def sel(metric: str, *terms: tuple[str, str, str]) -> SeriesSelector:
             name=n,
             op=MatchOp(op),
             value=v,
-            regex=re.compile(v) if op in ("=~", "!~") else None,
+            regex=compile_regex(v) if op in ("=~", "!~") else None,
         )
         for n, op, v in terms
     )
@@ -127,6 +128,208 @@ def test_rejects(page: str, status: SelectStatus, line: int, fragment: str) -> N
     assert fragment in result.reason
 
 
+TRUNCATED = SelectStatus.TRUNCATED
+
+
+@pytest.mark.parametrize(
+    ("page", "selector", "status", "value", "line"),
+    [
+        pytest.param("go_threads 20\n", sel("go_threads"), OK, 20.0, None, id="ends-at-newline"),
+        pytest.param("go_threads 6", sel("go_threads"), TRUNCATED, None, 1, id="value-cut-6-of-60"),
+        pytest.param(
+            "a 1\ngo_threads 6", sel("go_threads"), TRUNCATED, None, 2, id="value-cut-last-line"
+        ),
+        pytest.param(
+            'x{a="1"} 1\nx{a="2",b="',
+            sel("x", ("a", "=", "1")),
+            TRUNCATED,
+            None,
+            2,
+            id="cut-inside-labels",
+        ),
+        pytest.param(
+            'x{a="1"} 1\nx{a="2"} 5',
+            sel("x", ("a", "=", "1")),
+            TRUNCATED,
+            None,
+            2,
+            id="cut-same-metric-other-labels",  # later x lines may have matched
+        ),
+        pytest.param("a 1\ngo_thr", sel("go_threads"), TRUNCATED, None, 2, id="cut-inside-name"),
+        pytest.param("a 1\ngo_threads", sel("go_threads"), TRUNCATED, None, 2, id="cut-after-name"),
+        pytest.param("go_threads 60\r", sel("go_threads"), TRUNCATED, None, 1, id="crlf-cut-at-lf"),
+        pytest.param(
+            "go_threads 20\nother 6", sel("go_threads"), OK, 20.0, None, id="cut-other-metric"
+        ),
+        pytest.param(
+            "go_threads 20\ngo_threads_total 6",
+            sel("go_threads"),
+            OK,
+            20.0,
+            None,
+            id="cut-longer-name-is-another-metric",
+        ),
+        pytest.param(
+            "go_threads 20\n# HELP go_threads_to",
+            sel("go_threads"),
+            OK,
+            20.0,
+            None,
+            id="cut-inside-comment",
+        ),
+        pytest.param("", sel("go_threads"), ABSENT, None, None, id="empty-page"),
+    ],
+)
+def test_last_line_must_be_complete(
+    page: str, selector: SeriesSelector, status: SelectStatus, value: float | None, line: int | None
+) -> None:
+    result = select_value(page, selector)
+    assert (result.status, result.value, result.line) == (status, value, line)
+    if status is TRUNCATED:
+        assert "truncated" in result.reason and "no final newline" in result.reason
+
+
+OM_HEAD = "# TYPE go_threads gauge\ngo_threads 60\n"
+
+
+@pytest.mark.parametrize(
+    ("page", "status", "value", "line", "fragment"),
+    [
+        pytest.param(OM_HEAD + "# EOF\n", OK, 60.0, None, "", id="eof-newline"),
+        pytest.param(OM_HEAD + "# EOF", OK, 60.0, None, "", id="eof-no-newline"),
+        pytest.param(OM_HEAD + "# EOF\r\n", OK, 60.0, None, "", id="eof-crlf"),
+        pytest.param("# EOF\n", ABSENT, None, None, "no series", id="only-eof"),
+        pytest.param(OM_HEAD, TRUNCATED, None, 2, "cut before # EOF", id="no-eof"),
+        pytest.param(OM_HEAD + "# EO", TRUNCATED, None, 3, "cut before # EOF", id="cut-in-eof"),
+        pytest.param("go_threads 6", TRUNCATED, None, 1, "cut before # EOF", id="value-cut"),
+        pytest.param("", TRUNCATED, None, 1, "cut before # EOF", id="empty"),
+        pytest.param(
+            OM_HEAD + "# EOFISH\n", TRUNCATED, None, 3, "cut before # EOF", id="eof-lookalike"
+        ),
+        pytest.param(
+            OM_HEAD + "# EOF\ngo_threads 1\n",
+            MALFORMED,
+            None,
+            4,
+            "after its # EOF line (line 3)",
+            id="data-after-eof",
+        ),
+        pytest.param(
+            OM_HEAD + "# EOF\n\n", MALFORMED, None, 4, "after its # EOF", id="blank-after-eof"
+        ),
+        pytest.param(
+            OM_HEAD + "# EOFISH\n# EOF\nx 1\n# EO",
+            MALFORMED,
+            None,
+            5,
+            "(line 4)",
+            id="data-after-second-eof-lookalike",
+        ),
+    ],
+)
+def test_openmetrics_requires_eof(
+    page: str, status: SelectStatus, value: float | None, line: int | None, fragment: str
+) -> None:
+    result = select_value(page, sel("go_threads"), openmetrics=True)
+    assert (result.status, result.value, result.line) == (status, value, line)
+    assert fragment in result.reason
+    ours, other = select_values(page, [sel("go_threads"), sel("x")], openmetrics=True)
+    assert (ours.status, ours.value, ours.line) == (status, value, line)
+    if status in (TRUNCATED, MALFORMED):  # the whole page is refused, for every selector
+        assert (other.status, other.line) == (status, line)
+
+
+def test_text_pages_need_no_eof() -> None:
+    assert select_value(OM_HEAD, sel("go_threads")).value == 60.0
+    assert select_values(OM_HEAD, [sel("go_threads")])[0].value == 60.0
+
+
+DUPLICATE = SelectStatus.DUPLICATE
+
+
+@pytest.mark.parametrize(
+    ("page", "selector", "status", "value", "lines"),
+    [
+        pytest.param("x 1\nx 2\n", sel("x"), DUPLICATE, None, (1, 2), id="same-line-twice"),
+        pytest.param(
+            'x{a="1"} 1\nx{a="1"} 2\n', sel("x"), DUPLICATE, None, (1, 2), id="same-labels-twice"
+        ),
+        pytest.param('x 1\nx{a="2"} 2\n', sel("x"), OK, 3.0, None, id="labelled-and-unlabelled"),
+        pytest.param(
+            'x{a="1"} 1\ny 0\nx{a="1"} 1\n',
+            sel("x", ("a", "=", "1")),
+            DUPLICATE,
+            None,
+            (1, 3),
+            id="same-labels-matcher",
+        ),
+        pytest.param(
+            'x{a="1",b="2"} 1\nx{a="0"} 1\nx{ b="2" , a="1" } 1\n',
+            sel("x"),
+            DUPLICATE,
+            None,
+            (1, 3),
+            id="labels-reordered",
+        ),
+        pytest.param(
+            'x{a="1"} 1\nx{a="1",b="2"} 1\nx{b="2",a="1"} 1\n',
+            sel("x", ("a", "=~", ".*")),
+            DUPLICATE,
+            None,
+            (2, 3),
+            id="third-repeats-second",
+        ),
+        pytest.param(
+            'x{a=""} 1\nx 2\n', sel("x"), DUPLICATE, None, (1, 2), id="empty-label-is-absent"
+        ),
+        pytest.param(
+            "x 1 1000\nx 2 2000\n", sel("x"), DUPLICATE, None, (1, 2), id="other-timestamp"
+        ),
+        pytest.param(
+            'x{a="1"} 1\nx{a="2"} 2\n', sel("x"), OK, 3.0, None, id="differ-in-one-label-value"
+        ),
+        pytest.param(
+            'x{a="1",b="1"} 1\nx{a="1",b="2"} 2\n',
+            sel("x", ("a", "=", "1")),
+            OK,
+            3.0,
+            None,
+            id="differ-in-second-label",
+        ),
+        pytest.param('x{a="1"} 1\nx{a="1",b="2"} 2\n', sel("x"), OK, 3.0, None, id="extra-label"),
+        pytest.param(
+            'x{a="1"} 1\nx{a="2"} 2\nx{a="2"} 2\n',
+            sel("x", ("a", "=", "1")),
+            OK,
+            1.0,
+            None,
+            id="duplicate-outside-the-selection",
+        ),
+        pytest.param(
+            'x_sum{a="1"} 1\nx_count{a="1"} 2\n',
+            sel("x_sum"),
+            OK,
+            1.0,
+            None,
+            id="other-name-same-labels",
+        ),
+    ],
+)
+def test_repeated_series_is_an_error(
+    page: str,
+    selector: SeriesSelector,
+    status: SelectStatus,
+    value: float | None,
+    lines: tuple[int, int] | None,
+) -> None:
+    result = select_value(page, selector)
+    assert (result.status, result.value) == (status, value)
+    if lines is not None:
+        first, again = lines
+        assert result.line == again
+        assert f"repeats the series of line {first} " in result.reason
+
+
 def test_nan_in_a_non_matching_series_is_ignored() -> None:
     page = 'a{x="1"} NaN\na{x="2"} 3\nb garbage here\n'
     assert select_value(page, sel("a", ("x", "=", "2"))).value == 3.0
@@ -162,7 +365,8 @@ def test_golden_page_matches_prometheus_client(page: str) -> None:
     """Every series of the page, selected with all its labels, sums to what prometheus_client
     reads for the series it matches (a selector also matches series with extra labels)."""
     text = (DATA / page).read_text()
-    samples = _samples(text, openmetrics=page.endswith(".txt"))
+    om = page.endswith(".txt")
+    samples = _samples(text, openmetrics=om)
     assert len(samples) > 20
     for name, labels, _ in samples:
         selector = sel(name, *((k, "=", v) for k, v in labels.items()))
@@ -171,7 +375,7 @@ def test_golden_page_matches_prometheus_client(page: str) -> None:
             for n, lab, v in samples
             if n == name and all(lab.get(k, "") == want for k, want in labels.items())
         ]
-        result = select_value(text, selector)
+        result = select_value(text, selector, openmetrics=om)
         if any(math.isnan(v) or math.isinf(v) for v in expected):
             assert result.status is SelectStatus.INVALID_VALUE
             continue
@@ -181,7 +385,7 @@ def test_golden_page_matches_prometheus_client(page: str) -> None:
     # And by name only, every sample name once.
     for name in {n for n, _, _ in samples}:
         expected_total = [v for n, _, v in samples if n == name]
-        result = select_value(text, sel(name))
+        result = select_value(text, sel(name), openmetrics=om)
         if all(math.isfinite(v) for v in expected_total):
             assert result.value == pytest.approx(sum(expected_total), rel=1e-12)
 

@@ -1,0 +1,29 @@
+"""Waiting in the sandbox tests: on a condition, with a deadline and a failure message
+that says what was awaited and what the state was (a unique module name: several test
+directories have a conftest.py, so tests never import from "conftest")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+POLL_SECONDS = 0.01
+
+
+async def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    *,
+    timeout: float = 5.0,
+    state: Callable[[], object] | None = None,
+) -> None:
+    """Return once ``condition()`` is true. After ``timeout`` seconds, fail with
+    "timed out after T s waiting until WHAT (state: ...)", ``state()`` describing what
+    the test saw instead."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            seen = f" (state: {state()!r})" if state is not None else ""
+            raise AssertionError(f"timed out after {timeout} s waiting until {what}{seen}")
+        await asyncio.sleep(POLL_SECONDS)

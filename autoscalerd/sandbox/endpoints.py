@@ -166,7 +166,10 @@ class PodEndpoints:
         ep = pod.workload.metrics
         assert ep is not None and pod.ip is not None
         if pod._runner is None:
-            server = web.Server(lambda request: self._serve(pod, request))
+            server = web.Server(
+                lambda request: self._serve(pod, request),
+                handler_cancellation=True,  # a gone client cancels its handler (no leak)
+            )
             runner = web.ServerRunner(
                 server, access_log=None, shutdown_timeout=0.2, handle_signals=False
             )

@@ -16,9 +16,8 @@ from . import certs
 
 
 class Credentials:
-    """The files under ``workdir``; ``issue`` makes the CAs and certificates, the
-    ``write_*`` methods (re)write the token files and the kubeconfig atomically enough
-    for a client that rereads them."""
+    """The credential files under ``workdir``: ``issue`` makes the CAs and certificates;
+    the ``write_*`` methods write (and, on token rotation, rewrite) the rest."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir

@@ -4,10 +4,9 @@ directories have a conftest.py, so tests never import from "conftest")."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
-POLL_SECONDS = 0.01
+from autoscalerd.sandbox import waiting
 
 
 async def wait_until(
@@ -20,10 +19,12 @@ async def wait_until(
     """Return once ``condition()`` is true. After ``timeout`` seconds, fail with
     "timed out after T s waiting until WHAT (state: ...)", ``state()`` describing what
     the test saw instead."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            seen = f" (state: {state()!r})" if state is not None else ""
-            raise AssertionError(f"timed out after {timeout} s waiting until {what}{seen}")
-        await asyncio.sleep(POLL_SECONDS)
+
+    def why() -> str:
+        seen = f" (state: {state()!r})" if state is not None else ""
+        return f"timed out after {timeout} s waiting until {what}{seen}"
+
+    try:
+        await waiting.wait_until(condition, timeout, why)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None

@@ -88,6 +88,12 @@ Faults (``sb.faults``)::
         # Prometheus text), "reset" (TCP RST after the request), "refuse" (not listening)
     sb.faults.remove(fault); sb.faults.clear()
 
+Layout: ``sandbox`` (the ``Sandbox`` facade) composes ``credentials`` (CAs, tokens,
+service-account files, kubeconfig), ``apiserver`` over ``store``, ``workloads`` (the
+controller: pods and their lifecycle), ``endpoints`` (each pod's metrics server),
+``faults``, ``load`` (what each pod reports), ``objects`` (the Kubernetes JSON of
+workloads and pods), ``model`` (the dataclasses), ``tasks`` and ``waiting``.
+
 Command line: ``python -m autoscalerd.sandbox --workdir DIR [--duration S]`` starts the
 seed scenario (metrics-server in kube-system, self-signed TLS on 10250, go_threads) and
 prints the kubeconfig path.
@@ -95,7 +101,8 @@ prints the kubeconfig path.
 
 from .apiserver import RequestRecord, WriteRecord
 from .faults import ApiFault, Faults, PodFault
-from .sandbox import MetricsEndpoint, Sandbox, SimPod, Workload
+from .model import MetricsEndpoint, SimPod, Workload
+from .sandbox import Sandbox
 
 __all__ = [
     "ApiFault",

@@ -212,7 +212,11 @@ class ApiServer:
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext) -> None:
         self.host = host
         self._runner = web.AppRunner(
-            self.app(), access_log=None, shutdown_timeout=1.0, handle_signals=False
+            self.app(),
+            access_log=None,
+            shutdown_timeout=1.0,
+            handle_signals=False,
+            handler_cancellation=True,  # like the real API server: a gone client cancels
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)

@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
+from sandbox_waits import wait_until
 
 from autoscalerd.sandbox import Sandbox
 
@@ -21,9 +22,8 @@ async def test_lease_lock_election_and_takeover(make_client: Any, sandbox: Sandb
     async with await make_client(sandbox) as api_a, await make_client(sandbox) as api_b:
 
         def candidate(identity: str, api: client.ApiClient) -> asyncio.Task[None]:
-            async def lead() -> None:
+            async def lead() -> None:  # kubernetes_asyncio runs it in a task of its own
                 leaders.append(identity)
-                await asyncio.sleep(3600)
 
             async def stopped() -> None:
                 pass
@@ -36,25 +36,22 @@ async def test_lease_lock_election_and_takeover(make_client: Any, sandbox: Sandb
             return asyncio.create_task(leaderelection.LeaderElection(cfg).run())
 
         a = candidate("a", api_a)
-        await asyncio.sleep(0.3)
-        b = candidate("b", api_b)
+        b: asyncio.Task[None] | None = None
         try:
-            for _ in range(100):
-                if leaders:
-                    break
-                await asyncio.sleep(0.05)
-            assert leaders == ["a"]
+            await wait_until(lambda: leaders == ["a"], "a leads", state=lambda: leaders)
+            b = candidate("b", api_b)
             assert sandbox.lease("kube-system", "autoscalerd")["spec"]["holderIdentity"] == "a"
             a.cancel()  # the leader dies without releasing: b takes over after the lease
-            for _ in range(200):
-                if len(leaders) == 2:
-                    break
-                await asyncio.sleep(0.05)
+            await wait_until(
+                lambda: len(leaders) == 2, "b takes over", timeout=10, state=lambda: leaders
+            )
             assert leaders == ["a", "b"]
             lease = sandbox.lease("kube-system", "autoscalerd")
             assert lease["spec"]["holderIdentity"] == "b"
         finally:
             for t in (a, b):
+                if t is None:
+                    continue
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
@@ -69,18 +66,16 @@ async def test_request_observation(make_client: Any, sandbox: Sandbox) -> None:
         resp = await v1.list_namespaced_pod(
             "default", watch=True, timeout_seconds=5, _preload_content=False, _request_timeout=T
         )
-        for _ in range(50):
-            if sandbox.open_watches == 1:
-                break
-            await asyncio.sleep(0.02)
-        assert sandbox.open_watches == 1
+        await wait_until(
+            lambda: sandbox.open_watches == 1,
+            "the watch is open",
+            state=lambda: sandbox.open_watches,
+        )
         resp.close()
     assert sandbox.api_request_count - before == 2
     last = sandbox.requests[-2:]
     assert [r.path for r in last] == ["/api/v1/namespaces/default/pods"] * 2
     assert "labelSelector=app%3Dapp" in last[0].query and "watch" in last[1].query
-    for _ in range(50):
-        if sandbox.open_watches == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert sandbox.open_watches == 0
+    await wait_until(
+        lambda: sandbox.open_watches == 0, "the watch is closed", state=lambda: sandbox.open_watches
+    )

@@ -6,18 +6,27 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+from sandbox_waits import wait_until
 
 from autoscalerd.sandbox import Sandbox
 
 T = 5  # _request_timeout of every API call
 
 NS, NAME, SEL = "kube-system", "metrics-server", "k8s-app=metrics-server"
+
+
+def watches(sb: Sandbox) -> Callable[[], str]:
+    """What ``wait_until`` reports: the open watches and the watch requests so far."""
+    return lambda: (
+        f"{sb.open_watches} open, {sum('watch' in r.query for r in sb.requests)} watch requests"
+    )
 
 
 def ready(pod: Any) -> bool:
@@ -172,7 +181,7 @@ async def test_expire_sends_error_to_open_watches(ms: Sandbox, api: client.ApiCl
                 pass
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: ms.open_watches == 1, "the watch is open", state=watches(ms))
         assert ms.faults.expire_watches() == 1
         with pytest.raises(ApiException) as exc:
             await asyncio.wait_for(task, 5)
@@ -231,9 +240,14 @@ async def test_dropped_watch_is_resumed_by_the_client(ms: Sandbox, api: client.A
                     return
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: ms.open_watches == 1, "the watch is open", state=watches(ms))
+        first = set(ms.store.watchers)
         assert ms.faults.drop_watches() == 1  # clean end: the library reconnects from its rv
-        await asyncio.sleep(0.2)
+        await wait_until(
+            lambda: len(ms.store.watchers - first) == 1,
+            "the client watches again, on a new stream",
+            state=watches(ms),
+        )
         await ms.scale(NS, NAME, 2)
         await asyncio.wait_for(task, 5)
     assert "ADDED" in seen
@@ -251,7 +265,7 @@ async def test_abrupt_drop_surfaces_as_a_connection_error(
                 pass
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.2)
+        await wait_until(lambda: ms.open_watches == 1, "the watch is open", state=watches(ms))
         assert ms.faults.drop_watches(abrupt=True) == 1
         with pytest.raises((aiohttp.ClientError, ConnectionError)):
             await asyncio.wait_for(task, 5)

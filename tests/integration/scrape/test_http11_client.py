@@ -78,8 +78,12 @@ Handler = Callable[[Conn], Awaitable[None]]
 @asynccontextmanager
 async def raw_server(handler: Handler) -> AsyncIterator[Raw]:
     raw = Raw(port=0)
+    handlers: set[asyncio.Task[None]] = set()
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)  # asyncio's server does not stop its client handlers
         conn = Conn(index=len(raw.conns), reader=reader, writer=writer)
         raw.conns.append(conn)
         try:
@@ -97,6 +101,9 @@ async def raw_server(handler: Handler) -> AsyncIterator[Raw]:
         server.close()
         for conn in raw.conns:
             conn.writer.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await server.wait_closed()
 
 

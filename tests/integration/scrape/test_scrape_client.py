@@ -135,7 +135,9 @@ def make_app(seen: Seen) -> web.Application:
 async def serve(
     seen: Seen, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
 ) -> AsyncIterator[int]:
-    runner = web.AppRunner(make_app(seen), handle_signals=False, shutdown_timeout=0.1)
+    runner = web.AppRunner(
+        make_app(seen), handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()

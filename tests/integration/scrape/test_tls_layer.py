@@ -130,7 +130,12 @@ async def fragmenting_proxy(upstream: int, piece: int = 7) -> AsyncIterator[int]
         finally:
             writer.close()
 
+    handlers: set[asyncio.Task[None]] = set()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)  # asyncio's server does not stop its client handlers
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
         await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
@@ -139,6 +144,10 @@ async def fragmenting_proxy(upstream: int, piece: int = 7) -> AsyncIterator[int]
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
 
 
 def serve_requests(

@@ -49,9 +49,11 @@ from autoscalerd.scrape.errors import ScrapeError, ScrapeErrorKind
 from autoscalerd.scrape.http11 import (
     BodyTooLarge,
     ClientClosed,
+    HandshakeDisconnected,
     HTTP11Client,
     HTTPProtocolError,
     Request,
+    TruncatedResponse,
     build_get,
 )
 from autoscalerd.scrape.parser import (
@@ -174,9 +176,13 @@ def _parsed_url(url: str) -> yarl.URL:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Page:
+    """A fetched page: `text` (strict UTF-8) or `error`. `openmetrics`: the Content-Type
+    says `application/openmetrics-text`, whose pages must end with `# EOF`."""
+
     text: str | None
     error: ScrapeError | None
     duration_seconds: float
+    openmetrics: bool = False
 
 
 @dataclass(kw_only=True, slots=True)
@@ -422,8 +428,21 @@ class Scraper:
                 error = _status_error(key, parser.status, parser.reason, preview)
                 rnd.set(i, _Page(text=None, error=error, duration_seconds=self._since(rnd)))
                 return
-            text = parser.body.decode("utf-8", errors="replace")
-            rnd.set(i, _Page(text=text, error=None, duration_seconds=self._since(rnd)))
+            try:
+                text = parser.body.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                error = _not_utf8_error(key, parser.body, bad)
+                rnd.set(i, _Page(text=None, error=error, duration_seconds=self._since(rnd)))
+                return
+            rnd.set(
+                i,
+                _Page(
+                    text=text,
+                    error=None,
+                    duration_seconds=self._since(rnd),
+                    openmetrics=parser.openmetrics,
+                ),
+            )
             return
         if isinstance(exc, BodyTooLarge):
             error = self._too_large(key, exc.detail)
@@ -580,11 +599,35 @@ class Scraper:
         if isinstance(exc, ssl.SSLError) or (isinstance(exc, OSError) and _is_ssl_alert(exc)):
             return _tls_handshake_error(exc, key)
         if isinstance(exc, HTTPProtocolError):
+            if exc.looks_like_tls and not key.https:
+                fix = "the port serves HTTPS: set protocolType: https"
+            else:
+                fix = (
+                    "the pod's HTTP server answers with bytes that are not HTTP/1.1; check "
+                    "that the source's port is its metrics port, and the exporter's logs"
+                )
             return ScrapeError(
-                ScrapeErrorKind.HTTP_STATUS,
+                ScrapeErrorKind.MALFORMED_RESPONSE,
                 url,
-                f"malformed HTTP response ({_exc_text(exc)}). Check that the port serves "
-                f"{'HTTPS' if key.https else 'plain HTTP'}.",
+                f"malformed HTTP response ({_exc_text(exc)}); the page is not used. Fix: {fix}.",
+            )
+        if isinstance(exc, TruncatedResponse):
+            return ScrapeError(
+                ScrapeErrorKind.TRUNCATED,
+                url,
+                f"the response was cut short ({_exc_text(exc)}); a partial page is never "
+                "read, so this pod counts as missing. Fix: check the pod's logs for a crash or "
+                "a proxy that drops connections; an exporter should send a Content-Length or "
+                "a chunked body, and end TLS with close_notify.",
+            )
+        if isinstance(exc, HandshakeDisconnected):
+            return ScrapeError(
+                ScrapeErrorKind.TLS_HANDSHAKE,
+                url,
+                f"TLS handshake failed: {_exc_text(exc)}. Fix: the port accepted the connection "
+                "but the server hung up during the handshake: check that it serves TLS, and "
+                "that it accepts this client's TLS version, server name (tlsConfig.serverName) "
+                "and client certificate (tlsConfig.certFile); its logs say which.",
             )
         if isinstance(exc, ClientClosed):
             return ScrapeError(
@@ -775,6 +818,19 @@ def _outcome(
         )
     return ScrapeOutcome(
         target=target, value=None, error=error, duration_seconds=page.duration_seconds
+    )
+
+
+def _not_utf8_error(key: _PageKey, body: bytes, exc: UnicodeDecodeError) -> ScrapeError:
+    line = body.count(b"\n", 0, exc.start) + 1
+    column = exc.start - (body.rfind(b"\n", 0, exc.start) + 1) + 1
+    bad = body[exc.start : exc.start + 4]
+    return ScrapeError(
+        ScrapeErrorKind.MALFORMED_RESPONSE,
+        key.url,
+        f"the page is not valid UTF-8: byte offset {exc.start} (line {line}, byte {column}) "
+        f"starts {bad!r} ({exc.reason}); the page is not used. Fix: the exposition format is "
+        "UTF-8 text: fix the exporter's label values or metric help.",
     )
 
 

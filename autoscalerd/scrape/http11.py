@@ -39,20 +39,28 @@ from typing import Any, Protocol, cast
 __all__ = [
     "ERROR_BODY_CAP_BYTES",
     "MAX_HEAD_BYTES",
+    "MAX_INTERIM_RESPONSES",
     "BodyTooLarge",
     "ClientClosed",
     "HTTP11Client",
     "HTTPProtocolError",
+    "HandshakeDisconnected",
     "PoolKey",
     "Request",
     "ResponseParser",
     "ServerDisconnected",
+    "TruncatedResponse",
     "build_get",
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
 """Largest accepted status line + header section (Go's net/http client allows 1 MiB, aiohttp
 8 KiB per line; metrics endpoints send a few hundred bytes)."""
+
+MAX_INTERIM_RESPONSES = 5
+"""Most interim (1xx) responses accepted before the final one; more is an error (Go's
+net/http client stops at 5, too). Each is parsed and skipped, so a pod sending an endless
+stream of `100 Continue` would otherwise cost CPU for as long as it kept going."""
 
 MAX_CHUNK_LINE_BYTES = 4096
 """Largest accepted chunk-size line (size plus chunk extensions) or trailer line."""
@@ -89,7 +97,15 @@ rotated certificate) gets fresh connections."""
 
 
 class HTTPProtocolError(Exception):
-    """The server's bytes are not a valid HTTP/1.x response (or use a feature we don't speak)."""
+    """The server's bytes are not a valid HTTP/1.x response (or use a feature we don't speak).
+
+    `looks_like_tls`: the bytes start like a TLS record (a plain-HTTP request sent to a TLS
+    port gets an alert or a handshake record back).
+    """
+
+    def __init__(self, message: str, *, looks_like_tls: bool = False) -> None:
+        super().__init__(message)
+        self.looks_like_tls = looks_like_tls
 
 
 class BodyTooLarge(Exception):
@@ -103,6 +119,14 @@ class BodyTooLarge(Exception):
 
 class ServerDisconnected(ConnectionError):
     """The server closed the connection before the response was complete."""
+
+
+class TruncatedResponse(ServerDisconnected):
+    """The response started but its end is missing or unproven (cut body, no close_notify)."""
+
+
+class HandshakeDisconnected(ConnectionResetError):
+    """The server hung up (FIN or reset) in the middle of the TLS handshake."""
 
 
 class ClientClosed(RuntimeError):
@@ -161,6 +185,7 @@ class ResponseParser:
         "_decomp",
         "_error_cap",
         "_in_head",
+        "_interim",
         "_limit",
         "_mode",
         "_remaining",
@@ -169,6 +194,7 @@ class ResponseParser:
         "done",
         "encoding",
         "keep_alive",
+        "openmetrics",
         "reason",
         "received",
         "status",
@@ -180,6 +206,7 @@ class ResponseParser:
         self._error_cap = error_cap
         self._buf = bytearray()
         self._in_head = True
+        self._interim = 0
         self._mode = _Mode.EMPTY
         self._chunk = _Chunk.SIZE
         self._remaining = 0
@@ -191,6 +218,7 @@ class ResponseParser:
         self.body = b""
         self.encoding = "identity"
         self.keep_alive = False
+        self.openmetrics = False
         self.received = False
         self.done = False
         self.truncated = False
@@ -237,27 +265,45 @@ class ResponseParser:
         self._emit(data)
         return self.done
 
-    def feed_eof(self) -> bool:
-        """The connection ended (cleanly). Complete a close-delimited body or raise."""
+    def feed_eof(self, *, proven: bool = True) -> bool:
+        """The connection ended (cleanly). Complete a close-delimited body or raise.
+
+        `proven` says the end is the server's own: a plain TCP FIN, or a TLS close_notify. A
+        TLS stream ended by a bare TCP FIN is not (anyone on the path can send a FIN), so a
+        close-delimited 200 body then raises `TruncatedResponse` (RFC 9112 §9.8).
+        """
         if self.done:
             return True
         if self._in_head:
             if not self.received:
                 raise ServerDisconnected("the server closed the connection without responding")
-            raise ServerDisconnected(
+            raise TruncatedResponse(
                 "the server closed the connection in the middle of the response headers"
             )
         if self._mode is _Mode.UNTIL_CLOSE:
+            if not proven and self.status == 200:
+                raise TruncatedResponse(
+                    "the TLS stream ended with a bare TCP FIN, without close_notify, inside a "
+                    "body delimited by the connection's close: the body may be truncated "
+                    "(RFC 9112 §9.8)"
+                )
             self._complete()
             return True
         if self._mode is _Mode.LENGTH:
-            raise ServerDisconnected(
+            raise TruncatedResponse(
                 f"the server closed the connection {self._remaining} bytes before the end of "
                 "the body (Content-Length)"
             )
-        raise ServerDisconnected(
+        raise TruncatedResponse(
             "the server closed the connection before the end of the chunked body"
         )
+
+    def discard(self) -> None:
+        """Drop every buffer (the request failed): nothing of the body outlives the scrape."""
+        self._buf = bytearray()
+        self._chunks = []
+        self._decomp = None
+        self.body = b""
 
     # -- head -----------------------------------------------------------------------------
 
@@ -266,17 +312,18 @@ class ResponseParser:
         buf = self._buf
         while True:
             if buf:
+                # Search only the new bytes (and the 3 before them, where a terminator may
+                # start): rescanning the whole buffer per read is quadratic on a trickle.
+                scanned = len(buf) - 3
                 buf += data
                 source: bytes | bytearray = buf
+                end = buf.find(b"\r\n\r\n", scanned if scanned > 0 else 0)
             else:
                 source = data
-            end = source.find(b"\r\n\r\n")
+                end = data.find(b"\r\n\r\n")
             if end < 0:
                 if not b"HTTP/"[: len(source)].startswith(bytes(source[:5])):
-                    raise HTTPProtocolError(
-                        f"the response does not start with an HTTP status line: "
-                        f"{bytes(source[:40])!r}"
-                    )
+                    raise _not_http(source)
                 if len(source) > MAX_HEAD_BYTES:
                     raise HTTPProtocolError(
                         f"response header section larger than {MAX_HEAD_BYTES} bytes"
@@ -295,6 +342,12 @@ class ResponseParser:
                 self._in_head = False
                 return rest
             # An interim 1xx response: parse the next head from what follows.
+            self._interim += 1
+            if self._interim > MAX_INTERIM_RESPONSES:
+                raise HTTPProtocolError(
+                    f"more than {MAX_INTERIM_RESPONSES} interim (1xx) responses before the "
+                    "final one"
+                )
             data = rest
             if not data:
                 return None
@@ -309,7 +362,8 @@ class ResponseParser:
             if len(_HEAD_CACHE) >= HEAD_CACHE_SIZE:
                 _HEAD_CACHE.clear()
             _HEAD_CACHE[head] = fields
-        status, reason, keep_alive, mode, length, encoding = fields
+        status, reason, keep_alive, mode, length, encoding, openmetrics = fields
+        self.openmetrics = openmetrics
         self.status = status
         self.reason = reason
         self.keep_alive = keep_alive
@@ -389,18 +443,45 @@ class ResponseParser:
                 # RFC 9110 "deflate" is zlib-wrapped; some servers send raw deflate.
                 wbits = zlib.MAX_WBITS if data[:1] and data[0] & 0x0F == 8 else -zlib.MAX_WBITS
                 decomp = self._decomp = zlib.decompressobj(wbits)
-            try:
-                data = decomp.decompress(data, self._limit + 1 - self._size)
-            except zlib.error as exc:
-                raise HTTPProtocolError(
-                    f"cannot decompress the {self.encoding} body: {exc}"
-                ) from exc
-            # Output is capped at one byte past the limit: a bomb costs at most the limit.
+            while True:
+                if decomp.eof and data:
+                    # A gzip body may hold several members (RFC 1952 §2.2): decode them all.
+                    decomp = self._next_member(data)
+                try:
+                    out = decomp.decompress(data, self._limit + 1 - self._size)
+                except zlib.error as exc:
+                    raise HTTPProtocolError(
+                        f"cannot decompress the {self.encoding} body: {exc}"
+                    ) from None
+                # Output is capped at one byte past the limit: a bomb costs at most the limit.
+                if not decomp.eof or not decomp.unused_data:
+                    data = out
+                    break
+                data = decomp.unused_data
+                self._add(out)
+                if self.done:
+                    return
         if data:
             self._chunks.append(data)
             self._size += len(data)
         if self._size > self._limit:
             self._over_limit()
+
+    def _add(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+        if self._size > self._limit:
+            self._over_limit()
+
+    def _next_member(self, data: bytes) -> Any:
+        """A fresh decompressor for the bytes after a finished gzip member."""
+        if self.encoding == "deflate":
+            raise HTTPProtocolError(
+                f"{len(data)} bytes after the end of the deflate body (deflate has one stream)"
+            )
+        decomp = self._decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return decomp
 
     def _over_limit(self) -> None:
         if self.status == 200:
@@ -434,8 +515,9 @@ class ResponseParser:
 HEAD_CACHE_SIZE = 256
 """How many distinct response heads `_HEAD_CACHE` keeps (cleared wholesale when full)."""
 
-_HeadFields = tuple[int, str, bool, _Mode, int, str]
-"""(status, reason, keep_alive, body mode, Content-Length or 0, content coding) of a head."""
+_HeadFields = tuple[int, str, bool, _Mode, int, str, bool]
+"""(status, reason, keep_alive, body mode, Content-Length or 0, content coding, whether the
+Content-Type is OpenMetrics) of a head."""
 
 _HEAD_CACHE: dict[bytes, _HeadFields] = {}
 """Parsed final-response heads by their exact bytes. A fleet of exporters answers with a few
@@ -446,7 +528,10 @@ bytes, so a hit gives exactly what parsing would."""
 
 def _parse_head_fields(head: bytes) -> _HeadFields | None:
     """Parse a response head; None for an interim (1xx) response. Raises HTTPProtocolError."""
-    lines = head.decode("latin-1").split("\r\n")
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    if "\r\n " in text or "\r\n\t" in text:
+        lines = _unfold(lines)
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
     if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
@@ -460,6 +545,7 @@ def _parse_head_fields(head: bytes) -> _HeadFields | None:
     transfer = ""
     encoding = "identity"
     connection = ""
+    openmetrics = False
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if not sep or not name or name[-1] in " \t" or name[0] in " \t":
@@ -478,6 +564,9 @@ def _parse_head_fields(head: bytes) -> _HeadFields | None:
             encoding = value.strip().lower() or "identity"
         elif lname == "connection":
             connection = f"{connection},{value}"
+        elif lname == "content-type":
+            media_type = value.partition(";")[0].strip().lower()
+            openmetrics = media_type == "application/openmetrics-text"
     tokens = connection.lower().translate(_TOKEN_SPLIT).split()
     if version == "HTTP/1.1":
         keep_alive = "close" not in tokens
@@ -501,7 +590,34 @@ def _parse_head_fields(head: bytes) -> _HeadFields | None:
         raise HTTPProtocolError(
             f"unsupported Content-Encoding {encoding!r} (the request accepted only gzip)"
         )
-    return status, reason.strip(), keep_alive, mode, length or 0, encoding
+    return status, reason.strip(), keep_alive, mode, length or 0, encoding, openmetrics
+
+
+_OWS = " \t"
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """Join obsolete folded header lines (RFC 9112 §5.2: a line starting with SP or HTAB
+    continues the previous field); a client replaces each fold with one SP."""
+    out = [lines[0]]
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            if len(out) == 1:
+                raise HTTPProtocolError(f"folded line before the first header field {line[:100]!r}")
+            out[-1] = out[-1].rstrip(_OWS) + " " + line.strip(_OWS)
+        else:
+            out.append(line)
+    return out
+
+
+def _not_http(source: bytes | bytearray) -> HTTPProtocolError:
+    """The error for a response that does not start with `HTTP/`."""
+    # A TLS record starts with its content type (20-23) and major version 3.
+    tls = len(source) >= 2 and 20 <= source[0] <= 23 and source[1] == 3
+    return HTTPProtocolError(
+        f"the response does not start with an HTTP status line: {bytes(source[:40])!r}",
+        looks_like_tls=tls,
+    )
 
 
 _DEFLATE_PENDING: Any = object()
@@ -714,24 +830,25 @@ class _Connection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool | None:
         if self._handshaking:
             self._handshake_failed(
-                ConnectionResetError("the server closed the connection during the TLS handshake")
+                HandshakeDisconnected("the server closed the connection during the TLS handshake")
             )
             return None
-        # After the handshake a TCP EOF without close_notify ends the stream like a clean
-        # close (as asyncio's SSL layer does): the response parser decides whether the
-        # response was complete.
-        self._end(None)
+        # After the handshake a TCP EOF without close_notify ends the stream, but proves
+        # nothing about the end of the data: the parser refuses it as the end of a
+        # close-delimited body (a Content-Length or chunked body ends on its own framing).
+        self._end(None, proven=self._tls is None)
         return None  # let the transport close itself
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._handshaking:
+            reason = f" ({exc})" if exc is not None else ""
             self._handshake_failed(
-                exc or ConnectionResetError("the connection was lost during the TLS handshake")
+                HandshakeDisconnected(f"the connection was lost during the TLS handshake{reason}")
             )
         self._end(exc)
         self._client._conns.discard(self)
 
-    def _end(self, exc: BaseException | None) -> None:
+    def _end(self, exc: BaseException | None, *, proven: bool = True) -> None:
         if not self.closed:
             self.closed = True
             self._client._forget_idle(self)
@@ -743,7 +860,7 @@ class _Connection(asyncio.BufferedProtocol):
         assert parser is not None
         if exc is None:
             try:
-                parser.feed_eof()
+                parser.feed_eof(proven=proven)
             except Exception as error:
                 exc = error
         self._client._finish(request, exc)
@@ -1013,6 +1130,13 @@ class HTTP11Client:
             return
         request._state = _State.DONE
         request._conn = None
+        if exc is not None:
+            # Nothing of a failed response may outlive the scrape: its buffers go now, and
+            # the exception keeps no traceback (whose frames hold the parser and the data,
+            # and the request itself: a cycle only the collector would break).
+            _drop_tracebacks(exc)
+            if request.parser is not None:
+                request.parser.discard()
         request.error = exc
         self._active -= 1
         if self._queue:
@@ -1105,6 +1229,16 @@ class HTTP11Client:
             await asyncio.gather(*tasks, return_exceptions=True)
         # Requests whose connect task was cancelled: report them closed too.
         await asyncio.sleep(0)
+
+
+def _drop_tracebacks(exc: BaseException) -> None:
+    """Clear the tracebacks of `exc` and of the exceptions chained to it."""
+    seen = 0
+    error: BaseException | None = exc
+    while error is not None and seen < 8:
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+        seen += 1
 
 
 def _consume(future: asyncio.Future[None] | None) -> None:

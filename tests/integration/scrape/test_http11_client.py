@@ -314,31 +314,31 @@ async def test_connection_close_and_http10_are_not_reused() -> None:
     [
         pytest.param(
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ngo_threads 1\n",
-            ScrapeErrorKind.CONNECTION_RESET,
+            ScrapeErrorKind.TRUNCATED,
             "bytes before the end of the body",
             id="partial-body",
         ),
         pytest.param(
             b"HTTP/1.1 200 OK\r\nContent-Ty",
-            ScrapeErrorKind.CONNECTION_RESET,
+            ScrapeErrorKind.TRUNCATED,
             "middle of the response headers",
             id="partial-head",
         ),
         pytest.param(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\ngo_th",
-            ScrapeErrorKind.CONNECTION_RESET,
+            ScrapeErrorKind.TRUNCATED,
             "chunked body",
             id="partial-chunked",
         ),
         pytest.param(
             b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n",
-            ScrapeErrorKind.HTTP_STATUS,
+            ScrapeErrorKind.MALFORMED_RESPONSE,
             f"header section larger than {MAX_HEAD_BYTES} bytes",
             id="header-too-large",
         ),
         pytest.param(
             b"SSH-2.0-OpenSSH_9.6\r\n",
-            ScrapeErrorKind.HTTP_STATUS,
+            ScrapeErrorKind.MALFORMED_RESPONSE,
             "malformed HTTP response",
             id="not-http",
         ),

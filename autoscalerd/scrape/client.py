@@ -395,6 +395,9 @@ class Scraper:
                         duration_seconds=page.duration_seconds,
                     )
                 continue
+            # MERGE(issue 11, OpenMetrics): the only place pages are read. Once
+            # scrape/parser.py's select_value/select_values take `openmetrics`, pass
+            # `openmetrics=page.openmetrics` to both calls below (it requires `# EOF`).
             if len(indices) == 1:
                 i = indices[0]
                 result = select_value(page.text, targets[i].source.selector)

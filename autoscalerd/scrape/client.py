@@ -516,9 +516,7 @@ class Scraper:
             port=src.port,
             https=https,
             tls=tls,
-            # The DaemonConfig's token goes to https sources only: a default must never send
-            # a credential in clear text. A source's own `authorization` is its own choice.
-            authorization=src.authorization or (self._daemon.authorization if https else None),
+            authorization=self._daemon.authorization_for(src),
         )
 
     def _head(self, key: _PageKey, timeout_text: str) -> bytes:
@@ -673,7 +671,14 @@ class Scraper:
         reason = err.verify_message or str(err)
         cert = await self._describe_cert(key, timeout)
         ca = f"the CA in {key.tls.ca_file}" if key.tls.ca_file else "the system trust store"
-        if err.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH / IP mismatch (64)
+        if err.verify_code == 64:  # X509_V_ERR_IP_ADDRESS_MISMATCH: scraped by pod IP
+            # metrics-server's commonest case: its certificate names a DNS name, not the IP.
+            fix = (
+                f"the certificate does not list the IP {checked}: set tlsConfig.serverName to "
+                "a DNS name the certificate lists (see its SANs above), or serve a certificate "
+                "whose SANs include the pod IP"
+            )
+        elif err.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
             fix = (
                 "set tlsConfig.serverName to a name in the certificate, or serve a certificate "
                 f"that includes {checked}"

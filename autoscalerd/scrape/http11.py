@@ -849,9 +849,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._client._conns.discard(self)
 
     def _end(self, exc: BaseException | None, *, proven: bool = True) -> None:
-        if not self.closed:
-            self.closed = True
-            self._client._forget_idle(self)
+        self.closed = True
+        self._client._forget_idle(self)  # also after abort() of an idle one
         request = self.request
         if request is None:
             return

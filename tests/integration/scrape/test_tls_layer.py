@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 import trustme
+from scrape_waits import wait_until
 
 from autoscalerd.config.model import MetricSource, SeriesSelector, TLSConfig
 from autoscalerd.scrape.client import ScrapeOutcome, Scraper, ScrapeTarget
@@ -286,10 +287,7 @@ async def test_idle_close_notify_drops_the_connection_without_a_failed_request(
             t = target(port, TLSConfig(ca_file=certs.ca_file))
             [outcome] = await scraper.scrape([t], timeout=TIMEOUT)
             assert outcome.value == 20.0, outcome.error
-            for _ in range(100):  # bounded: until the close_notify has been seen
-                if scraper._http.idle_connections == 0:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: scraper._http.idle_connections == 0, "the close_notify seen")
             [outcome] = await scraper.scrape([t], timeout=TIMEOUT)
             assert outcome.value == 20.0, outcome.error
             assert scraper.stats.connections_created == 2

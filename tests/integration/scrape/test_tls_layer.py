@@ -476,7 +476,7 @@ async def test_kept_alive_tls_connections_hold_no_python_buffers(certs: Certs) -
         await fetch_all(contexts)  # reused: no new connection, no growth per round
         gc.collect()  # each test Request and its future form a cycle (on_done=set_result)
         snapshot = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(True, "*autoscalerd/scrape/http11.py")]
+            [tracemalloc.Filter(True, "*autoscalerd/scrape/*")]
         )
         tracemalloc.stop()
         held = sum(stat.size for stat in snapshot.statistics("filename"))

@@ -239,9 +239,9 @@ def test_build_get() -> None:
 
 def test_cached_heads_parse_like_fresh_ones() -> None:
     """Heads are cached by their bytes; per-parser settings (limit, error cap) still apply."""
-    from autoscalerd.scrape import http11
+    from autoscalerd.scrape import response_parser
 
-    http11._HEAD_CACHE.clear()
+    response_parser._HEAD_CACHE.clear()
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nContent-Encoding: gzip\r\n\r\n"
     plain = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"
     for _ in range(2):  # the second round hits the cache
@@ -259,18 +259,18 @@ def test_cached_heads_parse_like_fresh_ones() -> None:
         assert (p.status, p.reason, p.body, p.truncated) == (503, "Busy", b"abcd", True)
         with pytest.raises(HTTPProtocolError, match="unsupported Content-Encoding"):
             ResponseParser(LIMIT).feed(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\n")
-    assert len(http11._HEAD_CACHE) == 3  # errors are not cached
+    assert len(response_parser._HEAD_CACHE) == 3  # errors are not cached
 
 
 def test_head_cache_is_bounded() -> None:
-    from autoscalerd.scrape import http11
+    from autoscalerd.scrape import response_parser
 
-    http11._HEAD_CACHE.clear()
-    for i in range(http11.HEAD_CACHE_SIZE * 2 + 1):
+    response_parser._HEAD_CACHE.clear()
+    for i in range(response_parser.HEAD_CACHE_SIZE * 2 + 1):
         p = ResponseParser(LIMIT)
         assert p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % i + b"z" * i)
         assert p.body == b"z" * i
-    assert 0 < len(http11._HEAD_CACHE) <= http11.HEAD_CACHE_SIZE
+    assert 0 < len(response_parser._HEAD_CACHE) <= response_parser.HEAD_CACHE_SIZE
 
 
 # -- hostile responses (issue 11) -------------------------------------------------------------

@@ -336,6 +336,13 @@ class Connection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def peer_certificate(self) -> bytes | None:
+        """The server's certificate (DER) once the TLS handshake is done, verified or not."""
+        tls = self._tls
+        if tls is None or self._handshaking:
+            return None
+        return tls.getpeercert(binary_form=True)
+
     def send(self, data: bytes) -> None:
         """Write `data` (encrypted on a TLS connection); raises `ssl.SSLError` if TLS fails."""
         transport = self.transport

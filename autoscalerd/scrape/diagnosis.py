@@ -5,10 +5,8 @@ look at the server again: its certificate for a verification failure, its TLS al
 bare disconnect), HTTP statuses, undecodable pages and unusable selections. Runs only on
 failures, never on the hot path. Each message names the URL, what went wrong and the fix.
 
-The two probes use asyncio's TLS stack (`asyncio.open_connection(ssl=...)`), not the scraper's
-own connection (scrape/connection.py): they need a stream that reports the server's alert and
-the unverified peer certificate of a one-off connection, which asyncio gives directly; the hot
-path's pooled connections are not meant to be opened unverified.
+The two probes run over the scraper's own TCP/TLS code (`http11.exchange_once`, a connection
+outside the pool): one TLS stack for scraping and for diagnosing it.
 """
 
 from __future__ import annotations
@@ -28,7 +26,9 @@ from autoscalerd.scrape.http11 import (
     ClientClosed,
     HandshakeDisconnected,
     HTTPProtocolError,
+    ServerDisconnected,
     TruncatedResponse,
+    exchange_once,
 )
 from autoscalerd.scrape.page import PageKey
 from autoscalerd.scrape.parser import (
@@ -213,41 +213,43 @@ class Diagnosis:
         by a TLS 1.2 handshake being refused where 1.3 "succeeded". Runs only on failures.
         """
         budget = max(0.2, timeout / 2)
+        probe = b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
 
-        async def exchange(context: ssl.SSLContext) -> bytes:
+        async def exchange(context: ssl.SSLContext) -> BaseException | None:
+            """The exchange's error (None: the server answered something)."""
             async with asyncio.timeout(budget):
-                reader, writer = await asyncio.open_connection(
-                    key.host,
-                    key.port,
-                    ssl=context,
-                    server_hostname=key.tls.server_name or key.host,
+                request, _ = await exchange_once(
+                    host=key.host,
+                    port=key.port,
+                    ssl_context=context,
+                    server_hostname=key.tls.server_name or None,
+                    head=probe,
                 )
-                try:
-                    writer.write(b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
-                    return await reader.read(1)
-                finally:
-                    writer.close()
+            assert request.parser is not None
+            return None if request.parser.received else request.error
 
         try:
-            answer = await exchange(build_ssl_context(key.tls))
-        except ssl.SSLError as exc:
-            return str(exc)
-        except Exception:
+            error = await exchange(build_ssl_context(key.tls))
+        except Exception:  # the probe's deadline, an unusable context: no finding
             return None
-        if answer or key.tls.cert_file:
+        if isinstance(error, ssl.SSLError):
+            return str(error)
+        # Only a hang-up without a byte of answer after the handshake goes on to the check.
+        if not isinstance(error, ServerDisconnected) or key.tls.cert_file:
             return None
         legacy = build_ssl_context(key.tls)
         legacy.maximum_version = ssl.TLSVersion.TLSv1_2
         try:
-            await exchange(legacy)
-        except (ssl.SSLError, ConnectionResetError) as exc:
-            # asyncio reports an EOF in the middle of a handshake as ConnectionResetError.
-            return (
-                "the server hangs up after the handshake and drops a TLS 1.2 handshake "
-                f"({exc_text(exc)}): it most likely requires a client certificate"
-            )
+            error = await exchange(legacy)
         except Exception:
             return None
+        if isinstance(error, ssl.SSLError | ConnectionResetError):
+            # A hang-up in the middle of the handshake is a ConnectionResetError
+            # (HandshakeDisconnected).
+            return (
+                "the server hangs up after the handshake and drops a TLS 1.2 handshake "
+                f"({exc_text(error)}): it most likely requires a client certificate"
+            )
         return None
 
     async def _describe_cert(self, key: PageKey, timeout: float) -> str:
@@ -263,14 +265,13 @@ class Diagnosis:
         probe.verify_mode = ssl.CERT_NONE
         try:
             async with asyncio.timeout(max(0.2, timeout / 2)):
-                _, writer = await asyncio.open_connection(
-                    key.host, key.port, ssl=probe, server_hostname=key.tls.server_name or ""
+                _, der = await exchange_once(
+                    host=key.host,
+                    port=key.port,
+                    ssl_context=probe,
+                    server_hostname=key.tls.server_name or None,
+                    head=None,
                 )
-            try:
-                ssl_object = writer.get_extra_info("ssl_object")
-                der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-            finally:
-                writer.close()
             if der:
                 text = _describe_der(der)
         except Exception:  # a description is best effort; the verify error stands on its own

@@ -353,7 +353,6 @@ async def test_broken_responses(response: bytes, kind: ScrapeErrorKind, fragment
         [outcome] = await scraper.scrape([target(srv.port)], timeout=TIMEOUT)
     assert outcome.error is not None and outcome.error.kind is kind, outcome.error
     assert fragment in str(outcome.error)
-    assert outcome.duration_seconds < 1.0
 
 
 async def test_forbidden_keeps_connection_large_error_body_drops_it() -> None:
@@ -412,7 +411,7 @@ async def test_timeout_aborts_the_connection_and_the_next_round_recovers() -> No
     async with raw_server(handler) as srv, Scraper() as scraper:
         [slow] = await scraper.scrape([target(srv.port)], timeout=0.2)
         assert slow.error is not None and slow.error.kind is ScrapeErrorKind.TIMEOUT
-        assert 0.2 <= slow.duration_seconds < 0.6
+        assert "within 0.2s" in str(slow.error)
         [fine] = await scraper.scrape([target(srv.port)], timeout=TIMEOUT)
         assert fine.value == 20.0
         assert scraper._http.in_flight == 0

@@ -442,7 +442,6 @@ async def test_failures(path: str, kind: ScrapeErrorKind, fragment: str) -> None
     assert outcome.value is None and outcome.error is not None
     assert outcome.error.kind is kind, outcome.error
     assert fragment in str(outcome.error)
-    assert outcome.duration_seconds < 0.3 + 0.5
 
 
 async def test_absent_metric() -> None:

@@ -321,13 +321,13 @@ async def test_server_silent_during_the_handshake_is_bounded_by_the_deadline() -
 
     with thread_server(script) as port:
         async with Scraper() as scraper:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
             [outcome] = await scraper.scrape(
                 [target(port, TLSConfig(insecure_skip_verify=True))], timeout=0.3
             )
-            assert loop.time() - started < 2.0
+    # The server never answers and holds the socket open far longer (TIMEOUT * 2): only the
+    # scrape's own deadline can have ended the wait.
     assert outcome.error is not None and outcome.error.kind is ScrapeErrorKind.TIMEOUT
+    assert "within 0.3s" in str(outcome.error)
 
 
 async def test_verification_failure_keeps_the_ssl_exception(certs: Certs) -> None:

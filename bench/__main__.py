@@ -63,6 +63,12 @@ BENCHES = [
         ("--warmup", "10", "--seconds", "20"),
         300,
     ),
+    Bench(
+        "daemon_hostile",
+        "real daemon, 1,000 healthy + 20 hostile pods: peak RSS, CPU per healthy scrape",
+        ("--warmup", "10", "--seconds", "20"),
+        300,
+    ),
 ]
 BY_NAME = {b.name: b for b in BENCHES}
 

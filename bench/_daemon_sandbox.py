@@ -7,6 +7,10 @@ JSON line on stdout when everything is Ready (kubeconfig, control URL, workloads
 URLs), then serves a plain-HTTP control endpoint `GET /stats` (scrapes served by the pods, API
 requests, scale writes, open watches) until SIGTERM/SIGINT or `--duration` seconds.
 
+`--hostile N` adds N Deployments `hostile-0`… of one plain-HTTP pod each whose endpoint does not
+listen (a `refuse` pod fault): the pod has its loopback address, and bench/daemon_hostile.py
+serves a misbehaving endpoint there itself (listed under "hostile" in the JSON line).
+
 Usage: python bench/_daemon_sandbox.py --workdir DIR [--workloads 100] [--pods 10]
 """
 
@@ -55,6 +59,12 @@ async def run(args: argparse.Namespace) -> int:
             name = f"app-{i}"
             await sb.add_deployment("bench", name, args.pods, metrics=ep)
             sb.set_load("bench", name, "go_threads", args.target * args.pods)
+        hostile_ep = MetricsEndpoint(port=args.port, path="/metrics", tls="plain")
+        for i in range(args.hostile):
+            name = f"hostile-{i}"
+            sb.faults.workload("bench", name, "refuse")  # its address is served by the bench
+            await sb.add_deployment("bench", name, 1, metrics=hostile_ep)
+            sb.set_load("bench", name, "go_threads", args.target)
         app = web.Application()
 
         async def handle_stats(request: web.Request) -> web.Response:
@@ -81,6 +91,12 @@ async def run(args: argparse.Namespace) -> int:
                     "pods": [p.url for p in sb.pods(wl.namespace, wl.name)],
                 }
                 for wl in sb.workloads.values()
+                if not wl.name.startswith("hostile-")
+            ],
+            "hostile": [
+                {"name": f"hostile-{i}", "ip": p.ip}
+                for i in range(args.hostile)
+                for p in sb.pods("bench", f"hostile-{i}")
             ],
         }
         print(json.dumps(info), flush=True)
@@ -104,6 +120,7 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=20.0)
     ap.add_argument("--plain", action="store_true", help="plain HTTP instead of self-signed TLS")
     ap.add_argument("--ip-base", default=None)
+    ap.add_argument("--hostile", type=int, default=0, help="pods whose address the bench serves")
     ap.add_argument("--duration", type=float, default=600.0, help="stop after this long anyway")
     args = ap.parse_args()
     return asyncio.run(run(args))

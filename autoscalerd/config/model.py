@@ -359,6 +359,14 @@ class DaemonConfig:
     leader_election: LeaderElection = LeaderElection()
     where: SourceRef | None = field(default=None, compare=False)
 
+    def authorization_for(self, source: MetricSource) -> Authorization | None:
+        """The token a source is scraped with: its own, else this DaemonConfig's for an https
+        source only. A default must never send a credential in clear text; a source's own
+        `authorization` is its own choice."""
+        if source.authorization is not None:
+            return source.authorization
+        return self.authorization if source.protocol == "https" else None
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Config:

@@ -54,8 +54,7 @@ def effective_source(
         base = replace(base, insecure_skip_verify=True)
     https = source.protocol == "https"
     tls = source.tls.merged_over(base) if https else TLSConfig()
-    auth = source.authorization or (daemon.authorization if https else None)
-    return replace(source, tls=tls, authorization=auth)
+    return replace(source, tls=tls, authorization=daemon.authorization_for(source))
 
 
 @dataclass

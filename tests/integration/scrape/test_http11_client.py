@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import trustme
 from aiohttp import web
+from scrape_waits import wait_until
 
 from autoscalerd.config.model import (
     Authorization,
@@ -33,7 +34,6 @@ from autoscalerd.scrape.http11 import (
     MAX_HEAD_BYTES,
     HTTP11Client,
     Request,
-    ServerDisconnected,
     build_get,
 )
 
@@ -239,8 +239,8 @@ async def test_keep_alive_reuse_and_idle_close_by_server() -> None:
         assert (counters.requests, counters.connections_created) == (3, 1)
         close_after_first.set()
         await fetch(client, srv.port)  # served, then the server closes the idle connection
-        await asyncio.sleep(0.05)
-        assert client.idle_connections == 0  # the close was noticed while idle
+        # the close is noticed while the connection is idle
+        await wait_until(lambda: client.idle_connections == 0, "the idle close noticed")
         request = await fetch(client, srv.port)
         assert request.error is None and not request.reused and not request.retried
     await client.close()
@@ -322,31 +322,31 @@ async def test_connection_close_and_http10_are_not_reused() -> None:
     [
         pytest.param(
             b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ngo_threads 1\n",
-            ScrapeErrorKind.CONNECTION_RESET,
+            ScrapeErrorKind.TRUNCATED,
             "bytes before the end of the body",
             id="partial-body",
         ),
         pytest.param(
             b"HTTP/1.1 200 OK\r\nContent-Ty",
-            ScrapeErrorKind.CONNECTION_RESET,
+            ScrapeErrorKind.TRUNCATED,
             "middle of the response headers",
             id="partial-head",
         ),
         pytest.param(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\ngo_th",
-            ScrapeErrorKind.CONNECTION_RESET,
+            ScrapeErrorKind.TRUNCATED,
             "chunked body",
             id="partial-chunked",
         ),
         pytest.param(
             b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * MAX_HEAD_BYTES + b"\r\n\r\n",
-            ScrapeErrorKind.HTTP_STATUS,
+            ScrapeErrorKind.MALFORMED_RESPONSE,
             f"header section larger than {MAX_HEAD_BYTES} bytes",
             id="header-too-large",
         ),
         pytest.param(
             b"SSH-2.0-OpenSSH_9.6\r\n",
-            ScrapeErrorKind.HTTP_STATUS,
+            ScrapeErrorKind.MALFORMED_RESPONSE,
             "malformed HTTP response",
             id="not-http",
         ),
@@ -361,7 +361,6 @@ async def test_broken_responses(response: bytes, kind: ScrapeErrorKind, fragment
         [outcome] = await scraper.scrape([target(srv.port)], timeout=TIMEOUT)
     assert outcome.error is not None and outcome.error.kind is kind, outcome.error
     assert fragment in str(outcome.error)
-    assert outcome.duration_seconds < 1.0
 
 
 async def test_forbidden_keeps_connection_large_error_body_drops_it() -> None:
@@ -386,19 +385,23 @@ async def test_forbidden_keeps_connection_large_error_body_drops_it() -> None:
 
 
 async def test_bytes_on_an_idle_connection_drop_it() -> None:
+    answered = asyncio.Event()
+
     async def handler(conn: Conn) -> None:
         await conn.read_request()
         await conn.send(ok())
         if conn.index == 0:
-            await asyncio.sleep(0.02)
+            await answered.wait()  # the first answer was read: the connection is idle
             await conn.send(b"HTTP/1.1 200 OK\r\n")  # unsolicited: must not answer the next GET
-            await asyncio.sleep(5)
+            await conn.reader.read()  # until the client drops the connection
             return
         await serve_forever(conn, ok())
 
     async with raw_server(handler) as srv, Scraper() as scraper:
         [first] = await scraper.scrape([target(srv.port)], timeout=TIMEOUT)
-        await asyncio.sleep(0.1)
+        assert scraper._http.idle_connections == 1
+        answered.set()
+        await wait_until(lambda: scraper._http.idle_connections == 0, "the idle connection dropped")
         [second] = await scraper.scrape([target(srv.port)], timeout=TIMEOUT)
         assert first.value == second.value == 20.0
         assert scraper.stats.connections_created == 2
@@ -409,19 +412,19 @@ async def test_timeout_aborts_the_connection_and_the_next_round_recovers() -> No
         if conn.index == 0:
             await conn.read_request()
             await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\ngo_")
-            await asyncio.sleep(5)  # never finishes the body
+            await conn.reader.read()  # never finishes the body; waits for the abort
             return
         await serve_forever(conn, ok())
 
     async with raw_server(handler) as srv, Scraper() as scraper:
         [slow] = await scraper.scrape([target(srv.port)], timeout=0.2)
         assert slow.error is not None and slow.error.kind is ScrapeErrorKind.TIMEOUT
-        assert 0.2 <= slow.duration_seconds < 0.6
+        assert "within 0.2s" in str(slow.error)
         [fine] = await scraper.scrape([target(srv.port)], timeout=TIMEOUT)
         assert fine.value == 20.0
         assert scraper._http.in_flight == 0
-        await asyncio.sleep(0.05)
-    assert srv.conns[0].reader.at_eof()  # the half-answered connection was aborted
+        # the half-answered connection was aborted
+        await wait_until(srv.conns[0].reader.at_eof, "the abort seen by the server")
 
 
 async def test_interim_100_continue_is_skipped() -> None:
@@ -462,12 +465,12 @@ async def test_concurrency_bound_holds_across_concurrent_calls() -> None:
 async def test_close_during_a_request_reports_and_does_not_hang() -> None:
     async def handler(conn: Conn) -> None:
         await conn.read_request()
-        await asyncio.sleep(5)
+        await conn.reader.read()  # never answers
 
     async with raw_server(handler) as srv:
         scraper = Scraper()
         call = asyncio.ensure_future(scraper.scrape([target(srv.port)], timeout=3.0))
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: bool(srv.conns) and srv.conns[0].requests == 1, "the request")
         await scraper.close()
         [outcome] = await asyncio.wait_for(call, 1.0)
         assert outcome.error is not None and outcome.error.kind is ScrapeErrorKind.CONNECT_FAILED
@@ -479,7 +482,7 @@ async def test_close_during_a_request_reports_and_does_not_hang() -> None:
 async def test_client_cancel_many_frees_slots() -> None:
     async def handler(conn: Conn) -> None:
         await conn.read_request()
-        await asyncio.sleep(5)
+        await conn.reader.read()  # never answers
 
     counters = Counters()
     client = HTTP11Client(max_in_flight=1, counters=counters)
@@ -499,17 +502,13 @@ async def test_client_cancel_many_frees_slots() -> None:
         ]
         for r in requests:
             client.submit(r)
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: bool(srv.conns) and srv.conns[0].requests == 1, "the request")
         assert client.in_flight == 1 and counters.connections_created == 1  # two queued
         client.cancel_many(requests)
         assert client.in_flight == 0 and all(r.finished for r in requests)
-        await asyncio.sleep(0.05)
-        assert finished == [] and client.open_connections == 0
+        await wait_until(lambda: client.open_connections == 0, "the connection aborted")
+        assert finished == [] and len(srv.conns) == 1
     await client.close()
-
-
-async def test_server_disconnect_is_a_connection_error() -> None:
-    assert issubclass(ServerDisconnected, ConnectionError)
 
 
 @pytest.fixture(scope="module")
@@ -549,7 +548,8 @@ async def test_tls_keep_alive_with_aiohttp_server_and_idle_timeout(
                 [outcome] = await scraper.scrape([t], timeout=TIMEOUT)
                 assert outcome.value == 20.0, outcome.error
             assert scraper.stats.connections_created == 1
-            await asyncio.sleep(0.6)  # the server's keep-alive timeout passes
+            # the server's keep-alive timeout closes the connection, seen while idle
+            await wait_until(lambda: scraper._http.idle_connections == 0, "the server's close")
             [outcome] = await scraper.scrape([t], timeout=TIMEOUT)
             assert outcome.value == 20.0, outcome.error
             assert scraper.stats.connections_created == 2

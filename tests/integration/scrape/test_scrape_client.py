@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
-import re
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -323,6 +322,21 @@ async def test_dns_name_cert_scraped_by_ip_fixed_by_server_name(certs: Certs) ->
     assert right.value == 20.0
 
 
+async def test_ip_not_in_the_certificate_advises_server_name_not_ca_file(certs: Certs) -> None:
+    """Verify error 64 (the pod IP is not in the certificate), metrics-server's commonest case:
+    the CA is right, so the fix is serverName, never caFile."""
+    async with serve(Seen(), certs.dns_server) as port:
+        outcome = await scrape_one(source(port, https=True, tls=TLSConfig(ca_file=certs.ca_file)))
+    assert outcome.error is not None and outcome.error.kind is ScrapeErrorKind.TLS_VERIFY
+    message = str(outcome.error)
+    assert "IP address mismatch" in message
+    fix = message.split("Fix: ", 1)[1]
+    assert fix.startswith(
+        "the certificate does not list the IP 127.0.0.1: set tlsConfig.serverName"
+    )
+    assert "caFile" not in fix
+
+
 async def test_mtls(certs: Certs) -> None:
     tls = TLSConfig(ca_file=certs.ca_file)
     async with serve(Seen(), certs.mtls_server) as port:
@@ -430,7 +444,6 @@ async def test_failures(path: str, kind: ScrapeErrorKind, fragment: str) -> None
     assert outcome.value is None and outcome.error is not None
     assert outcome.error.kind is kind, outcome.error
     assert fragment in str(outcome.error)
-    assert outcome.duration_seconds < 0.3 + 0.5
 
 
 async def test_absent_metric() -> None:
@@ -527,8 +540,31 @@ async def test_concurrency_bound() -> None:
     assert peak == 2
 
 
-def test_outcome_order_matches_targets_helper() -> None:
-    assert re.fullmatch(r"autoscalerd/\S+", USER_AGENT)
+async def test_outcomes_follow_the_order_of_targets() -> None:
+    """One outcome per target, in the targets' order, whatever order the pages complete in,
+    with shared pages (the same URL twice) and failures mixed in."""
+    llama = (LabelMatcher(name="model_name", op=MatchOp.EQ, value="llama"),)
+    async with serve(Seen()) as port:
+        targets = [
+            target(source(port, "/slow")),
+            target(source(port)),
+            target(source(port, "/404")),
+            target(source(port, metric="vllm:num_requests_running", matchers=llama)),
+            target(source(port)),
+            target(source(port, "/nan")),
+        ]
+        async with Scraper() as scraper:
+            outcomes = await scraper.scrape(targets, timeout=0.5)
+    assert [o.target for o in outcomes] == targets
+    assert [o.value for o in outcomes] == [None, 20.0, None, 3.0, 20.0, None]
+    assert [o.error.kind if o.error else None for o in outcomes] == [
+        ScrapeErrorKind.TIMEOUT,
+        None,
+        ScrapeErrorKind.HTTP_STATUS,
+        None,
+        None,
+        ScrapeErrorKind.INVALID_VALUE,
+    ]
 
 
 async def test_a_round_leaves_no_cyclic_garbage(certs: Certs) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 import trustme
+from scrape_waits import wait_until
 
 from autoscalerd.config.model import MetricSource, SeriesSelector, TLSConfig
 from autoscalerd.scrape.client import ScrapeOutcome, Scraper, ScrapeTarget
@@ -217,11 +218,18 @@ async def test_tls13_session_tickets_sent_late_are_consumed(certs: Certs) -> Non
 
 @pytest.mark.parametrize("end", ["close_notify", "abrupt"])
 async def test_close_delimited_body_with_and_without_close_notify(certs: Certs, end: str) -> None:
+    """A TLS stream ended by a bare TCP FIN proves nothing about the end of a close-delimited
+    body (RFC 9112 §9.8): only close_notify does."""
     response = b"HTTP/1.0 200 OK\r\n\r\n" + PAGE
     outcome = await scrape_once(
         serve_requests(server_context(certs), 1, end=end, response=response), certs
     )
-    assert outcome.value == 20.0, outcome.error
+    if end == "close_notify":
+        assert outcome.value == 20.0, outcome.error
+    else:
+        assert outcome.value is None and outcome.error is not None
+        assert outcome.error.kind is ScrapeErrorKind.TRUNCATED, outcome.error
+        assert "without close_notify" in str(outcome.error)
 
 
 async def test_bodies_of_many_records_then_close_notify_in_the_same_read(certs: Certs) -> None:
@@ -269,13 +277,13 @@ async def test_bodies_of_many_records_then_close_notify_in_the_same_read(certs: 
 
 
 @pytest.mark.parametrize("end", ["close_notify", "abrupt"])
-async def test_close_in_the_middle_of_a_body_is_a_reset(certs: Certs, end: str) -> None:
+async def test_close_in_the_middle_of_a_body_is_a_truncation(certs: Certs, end: str) -> None:
     response = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + PAGE
     outcome = await scrape_once(
         serve_requests(server_context(certs), 1, end=end, response=response), certs
     )
     assert outcome.error is not None
-    assert outcome.error.kind is ScrapeErrorKind.CONNECTION_RESET, outcome.error
+    assert outcome.error.kind is ScrapeErrorKind.TRUNCATED, outcome.error
     assert "bytes before the end of the body" in str(outcome.error)
 
 
@@ -288,10 +296,7 @@ async def test_idle_close_notify_drops_the_connection_without_a_failed_request(
             t = target(port, TLSConfig(ca_file=certs.ca_file))
             [outcome] = await scraper.scrape([t], timeout=TIMEOUT)
             assert outcome.value == 20.0, outcome.error
-            for _ in range(100):  # bounded: until the close_notify has been seen
-                if scraper._http.idle_connections == 0:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: scraper._http.idle_connections == 0, "the close_notify seen")
             [outcome] = await scraper.scrape([t], timeout=TIMEOUT)
             assert outcome.value == 20.0, outcome.error
             assert scraper.stats.connections_created == 2
@@ -312,9 +317,10 @@ async def test_server_hangs_up_during_the_handshake(after: int) -> None:
                 [target(port, TLSConfig(insecure_skip_verify=True))], timeout=TIMEOUT
             )
     assert outcome.error is not None
-    assert outcome.error.kind is ScrapeErrorKind.CONNECT_FAILED, outcome.error
-    # A close with the ClientHello unread makes the kernel send a reset instead of a FIN.
-    assert "during the TLS handshake" in str(outcome.error) or "reset" in str(outcome.error)
+    # A TLS problem, not an unreachable pod: TCP connected, the handshake did not finish.
+    assert outcome.error.kind is ScrapeErrorKind.TLS_HANDSHAKE, outcome.error
+    assert "during the TLS handshake" in str(outcome.error)
+    assert "reachable" not in str(outcome.error)
 
 
 async def test_server_silent_during_the_handshake_is_bounded_by_the_deadline() -> None:
@@ -324,13 +330,13 @@ async def test_server_silent_during_the_handshake_is_bounded_by_the_deadline() -
 
     with thread_server(script) as port:
         async with Scraper() as scraper:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
             [outcome] = await scraper.scrape(
                 [target(port, TLSConfig(insecure_skip_verify=True))], timeout=0.3
             )
-            assert loop.time() - started < 2.0
+    # The server never answers and holds the socket open far longer (TIMEOUT * 2): only the
+    # scrape's own deadline can have ended the wait.
     assert outcome.error is not None and outcome.error.kind is ScrapeErrorKind.TIMEOUT
+    assert "within 0.3s" in str(outcome.error)
 
 
 async def test_verification_failure_keeps_the_ssl_exception(certs: Certs) -> None:
@@ -479,7 +485,7 @@ async def test_kept_alive_tls_connections_hold_no_python_buffers(certs: Certs) -
         await fetch_all(contexts)  # reused: no new connection, no growth per round
         gc.collect()  # each test Request and its future form a cycle (on_done=set_result)
         snapshot = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(True, "*autoscalerd/scrape/http11.py")]
+            [tracemalloc.Filter(True, "*autoscalerd/scrape/*")]
         )
         tracemalloc.stop()
         held = sum(stat.size for stat in snapshot.statistics("filename"))

@@ -9,10 +9,12 @@ import pytest
 
 from autoscalerd.scrape.http11 import (
     MAX_HEAD_BYTES,
+    MAX_INTERIM_RESPONSES,
     BodyTooLarge,
     HTTPProtocolError,
     ResponseParser,
     ServerDisconnected,
+    TruncatedResponse,
     build_get,
 )
 
@@ -237,9 +239,9 @@ def test_build_get() -> None:
 
 def test_cached_heads_parse_like_fresh_ones() -> None:
     """Heads are cached by their bytes; per-parser settings (limit, error cap) still apply."""
-    from autoscalerd.scrape import http11
+    from autoscalerd.scrape import response_parser
 
-    http11._HEAD_CACHE.clear()
+    response_parser._HEAD_CACHE.clear()
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\nContent-Encoding: gzip\r\n\r\n"
     plain = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n"
     for _ in range(2):  # the second round hits the cache
@@ -257,15 +259,109 @@ def test_cached_heads_parse_like_fresh_ones() -> None:
         assert (p.status, p.reason, p.body, p.truncated) == (503, "Busy", b"abcd", True)
         with pytest.raises(HTTPProtocolError, match="unsupported Content-Encoding"):
             ResponseParser(LIMIT).feed(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\n")
-    assert len(http11._HEAD_CACHE) == 3  # errors are not cached
+    assert len(response_parser._HEAD_CACHE) == 3  # errors are not cached
 
 
 def test_head_cache_is_bounded() -> None:
-    from autoscalerd.scrape import http11
+    from autoscalerd.scrape import response_parser
 
-    http11._HEAD_CACHE.clear()
-    for i in range(http11.HEAD_CACHE_SIZE * 2 + 1):
+    response_parser._HEAD_CACHE.clear()
+    for i in range(response_parser.HEAD_CACHE_SIZE * 2 + 1):
         p = ResponseParser(LIMIT)
         assert p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % i + b"z" * i)
         assert p.body == b"z" * i
-    assert 0 < len(http11._HEAD_CACHE) <= http11.HEAD_CACHE_SIZE
+    assert 0 < len(response_parser._HEAD_CACHE) <= response_parser.HEAD_CACHE_SIZE
+
+
+# -- hostile responses (issue 11) -------------------------------------------------------------
+
+
+def test_gzip_members_are_all_decoded(split: bool) -> None:
+    z = gzip.compress(BODY[:500]) + gzip.compress(b"") + gzip.compress(BODY[500:])
+    raw = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(z)
+    p = ResponseParser(LIMIT)
+    assert feed(p, raw + z, split=split)
+    assert p.body == BODY
+
+
+def test_gzip_members_count_towards_one_limit() -> None:
+    z = gzip.compress(b"a" * 600) * 4
+    raw = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(z)
+    with pytest.raises(BodyTooLarge):
+        ResponseParser(2000).feed(raw + z)
+
+
+def test_data_after_a_deflate_stream_is_an_error() -> None:
+    c = zlib.compressobj()
+    z = c.compress(BODY) + c.flush() + b"junk"
+    raw = b"HTTP/1.1 200 OK\r\nContent-Encoding: deflate\r\nContent-Length: %d\r\n\r\n" % len(z)
+    with pytest.raises(HTTPProtocolError, match="after the end of the deflate body"):
+        ResponseParser(LIMIT).feed(raw + z)
+
+
+def test_interim_responses_capped(split: bool) -> None:
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
+    p = ResponseParser(LIMIT)
+    assert feed(p, interim * MAX_INTERIM_RESPONSES + final, split=split)
+    assert p.body == BODY
+    with pytest.raises(HTTPProtocolError, match="interim"):
+        feed(ResponseParser(LIMIT), interim * (MAX_INTERIM_RESPONSES + 1) + final, split=split)
+
+
+def test_obs_fold_is_replaced_by_a_space(split: bool) -> None:
+    raw = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text;\r\n"
+        b"\t version=1.0.0\r\nContent-Length:\r\n  %d\r\n\r\n" % len(BODY) + BODY
+    )
+    p = ResponseParser(LIMIT)
+    assert feed(p, raw, split=split)
+    assert p.body == BODY and p.openmetrics
+
+
+def test_folded_first_header_line_is_refused() -> None:
+    with pytest.raises(HTTPProtocolError, match="folded line before the first header"):
+        ResponseParser(LIMIT).feed(b"HTTP/1.1 200 OK\r\n X: y\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "openmetrics"),
+    [
+        (b"application/openmetrics-text; version=1.0.0; charset=utf-8", True),
+        (b"Application/OpenMetrics-Text", True),
+        (b"text/plain; version=0.0.4", False),
+        (None, False),
+    ],
+)
+def test_openmetrics_content_type(content_type: bytes | None, openmetrics: bool) -> None:
+    header = b"Content-Type: " + content_type + b"\r\n" if content_type else b""
+    p = ResponseParser(LIMIT)
+    assert p.feed(b"HTTP/1.1 200 OK\r\n" + header + b"Content-Length: 0\r\n\r\n")
+    assert p.openmetrics is openmetrics
+
+
+def test_close_delimited_body_needs_a_proven_end() -> None:
+    raw = b"HTTP/1.0 200 OK\r\n\r\n" + BODY
+    p = ResponseParser(LIMIT)
+    assert not p.feed(raw)
+    with pytest.raises(TruncatedResponse, match="close_notify"):
+        p.feed_eof(proven=False)
+    p = ResponseParser(LIMIT)
+    p.feed(raw)
+    assert p.feed_eof(proven=True) and p.body == BODY
+
+
+def test_not_http_bytes_that_look_like_tls_say_so() -> None:
+    with pytest.raises(HTTPProtocolError) as tls:
+        ResponseParser(LIMIT).feed(b"\x15\x03\x03\x00\x02\x02\x46")
+    assert tls.value.looks_like_tls
+    with pytest.raises(HTTPProtocolError) as ssh:
+        ResponseParser(LIMIT).feed(b"SSH-2.0-OpenSSH_9.6\r\n")
+    assert not ssh.value.looks_like_tls
+
+
+def test_discard_drops_the_buffers() -> None:
+    p = ResponseParser(LIMIT)
+    p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"#" * 50000)
+    p.discard()
+    assert p.body == b"" and not p._chunks and not p._buf

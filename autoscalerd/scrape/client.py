@@ -352,16 +352,22 @@ class Scraper:
                         duration_seconds=page.duration_seconds,
                     )
                 continue
-            # MERGE(issue 11, OpenMetrics): the only place pages are read. Once
-            # scrape/parser.py's select_value/select_values take `openmetrics`, pass
-            # `openmetrics=page.openmetrics` to both calls below (it requires `# EOF`).
+            # The only place pages are read; an OpenMetrics page must end with `# EOF`.
             if len(indices) == 1:
                 i = indices[0]
-                result = select_value(page.text, targets[i].source.selector)
+                result = select_value(
+                    page.text, targets[i].source.selector, openmetrics=page.openmetrics
+                )
                 outcomes[i] = _outcome(targets[i], key, page, result)
                 continue
             selectors = list(dict.fromkeys(targets[i].source.selector for i in indices))
-            results = dict(zip(selectors, select_values(page.text, selectors), strict=True))
+            results = dict(
+                zip(
+                    selectors,
+                    select_values(page.text, selectors, openmetrics=page.openmetrics),
+                    strict=True,
+                )
+            )
             for i in indices:
                 outcomes[i] = _outcome(targets[i], key, page, results[targets[i].source.selector])
         return [o for o in outcomes if o is not None]

@@ -461,6 +461,21 @@ def selection_error(
             f"line {result.line}: {result.reason}. The pod has no usable value for "
             f"{selector} yet; it counts as missing.",
         )
+    if result.status is SelectStatus.TRUNCATED:
+        return ScrapeError(
+            ScrapeErrorKind.TRUNCATED,
+            key.url,
+            f"line {result.line}: {result.reason}; the pod counts as missing. Fix: look for a "
+            "proxy, sidecar or exporter that ends responses early (a restart, a timeout, a "
+            "buffer limit).",
+        )
+    if result.status is SelectStatus.DUPLICATE:
+        return ScrapeError(
+            ScrapeErrorKind.PARSE,
+            key.url,
+            f"line {result.line}: {result.reason}; the pod counts as missing. Fix: correct the exporter, "
+            "or narrow targetMetric's label matchers to one of the series.",
+        )
     return ScrapeError(
         ScrapeErrorKind.PARSE,
         key.url,

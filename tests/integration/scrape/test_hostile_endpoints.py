@@ -426,3 +426,49 @@ async def test_failed_bodies_are_freed_when_their_scrape_ends() -> None:
     errors = [o for o in garbage if isinstance(o, BaseException)]
     assert not ours and not errors, f"in reference cycles: {ours[:5]} {errors[:5]}"
     assert held < 4096, f"{held} bytes of buffers in reference cycles"
+
+
+# -- the exposition rules, end to end through the scraper ---------------------------------------
+
+OPENMETRICS = b"Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+async def test_openmetrics_page_cut_before_eof_is_truncated() -> None:
+    outcome = await scrape_plain(
+        answer(ok(b"# TYPE go_threads gauge\ngo_threads 60\n", OPENMETRICS))
+    )
+    assert "# EOF" in failed(outcome, ScrapeErrorKind.TRUNCATED)
+
+
+async def test_openmetrics_page_with_eof_is_read() -> None:
+    outcome = await scrape_plain(
+        answer(ok(b"# TYPE go_threads gauge\ngo_threads 60\n# EOF\n", OPENMETRICS))
+    )
+    assert outcome.error is None and outcome.value == 60
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        pytest.param(
+            ok(b"# TYPE go_threads gauge\ngo_threads 6"), id="content-length-inside-the-line"
+        ),
+        pytest.param(
+            b"HTTP/1.0 200 OK\r\n\r\n# TYPE go_threads gauge\ngo_threads 6", id="http10-close"
+        ),
+    ],
+)
+async def test_page_cut_inside_its_last_sample_is_not_read(response: bytes) -> None:
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await read_request(reader):
+            writer.write(response)
+            await writer.drain()
+
+    outcome = await scrape_plain(once)
+    assert "go_threads 6" in failed(outcome, ScrapeErrorKind.TRUNCATED)
+
+
+async def test_a_series_repeated_on_the_page_is_not_summed() -> None:
+    outcome = await scrape_plain(answer(ok(b"go_threads 60\ngo_threads 60\n")))
+    message = failed(outcome, ScrapeErrorKind.PARSE)
+    assert "repeats the series of line 1" in message

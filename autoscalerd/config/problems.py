@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoscalerd.config.model import SourceRef
+from autoscalerd.errors import AutoscalerdError
 
 __all__ = ["ConfigErrors", "Document", "Path", "Problem", "RawDocument", "dotted"]
 
@@ -34,7 +35,7 @@ class Problem:
         return f"{self.file}:{self.line}: {self.message}"
 
 
-class ConfigErrors(Exception):
+class ConfigErrors(AutoscalerdError):
     """The configuration is invalid; `problems` lists every problem found, in file order."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from autoscalerd.config.model import Config, Policy
+from autoscalerd.errors import AutoscalerdError
 from autoscalerd.scaling import Autoscaler, SourceSample, Tick
 
 __all__ = ["TraceError", "TraceRow", "read_trace", "run_simulate", "simulate"]
@@ -41,7 +42,7 @@ MAX_REPORTED_ERRORS = 50
 PLOT_INSTALL_HINT = "pip install 'autoscalerd[plot]'"
 
 
-class TraceError(Exception):
+class TraceError(AutoscalerdError):
     """The trace is unusable; `problems` are `FILE:LINE: message` strings."""
 
     def __init__(self, problems: Sequence[str]) -> None:

@@ -17,14 +17,8 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from autoscalerd.config.model import Config
-from autoscalerd.config.parse import (
-    ConfigErrors,
-    Path,
-    Problem,
-    RawDocument,
-    dotted,
-    parse_documents,
-)
+from autoscalerd.config.parse import parse_documents
+from autoscalerd.config.problems import ConfigErrors, Path, Problem, RawDocument, dotted
 
 __all__ = ["ConfigErrors", "expand_paths", "load_config", "read_documents"]
 

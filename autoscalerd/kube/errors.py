@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autoscalerd.errors import AutoscalerdError
+
 __all__ = [
     "KubeConfigError",
     "KubeConflict",
@@ -65,7 +67,7 @@ class Op:
         )
 
 
-class KubeError(Exception):
+class KubeError(AutoscalerdError):
     """A Kubernetes API call failed. `str()` says what was attempted and why."""
 
     def __init__(

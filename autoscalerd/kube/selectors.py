@@ -22,10 +22,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from autoscalerd.errors import AutoscalerdError
+
 __all__ = ["Operator", "Requirement", "Selector", "SelectorError", "parse_selector"]
 
 
-class SelectorError(ValueError):
+class SelectorError(ValueError, AutoscalerdError):
     """The label selector does not parse or holds an invalid key or value."""
 
 

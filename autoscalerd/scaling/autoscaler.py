@@ -119,17 +119,35 @@ def estimate_total(sample: SourceSample, ready: int) -> float | None:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class _Rec:
+class _Recommendation:
+    """Replicas asked for, by one source or after a step of the policy, and why."""
+
     desired: int
     reason: str
     detail: str = ""
 
 
+class _WindowedSource(Protocol):
+    def record(self, now: float, total: float) -> None: ...
+
+
+def _record_estimated_totals(
+    sources: Sequence[_WindowedSource], tick: Tick
+) -> tuple[float | None, ...]:
+    """KPA and APA: each source's estimated total (`estimate_total`), recorded into that
+    source's windows when there is one."""
+    values = tuple(estimate_total(sample, tick.ready) for sample in tick.samples)
+    for source, value in zip(sources, values, strict=True):
+        if value is not None:
+            source.record(tick.now, value)
+    return values
+
+
 class _Engine(Protocol):
     def begin(self, tick: Tick) -> None: ...
     def observe(self, tick: Tick) -> tuple[float | None, ...]: ...
-    def recommend(self, index: int, tick: Tick, value: float) -> _Rec | None: ...
-    def finish(self, tick: Tick, rec: _Rec) -> _Rec: ...
+    def recommend(self, index: int, tick: Tick, value: float) -> _Recommendation | None: ...
+    def finish(self, tick: Tick, rec: _Recommendation) -> _Recommendation: ...
     def scaled(self, now: float, old: int, new: int) -> None: ...
     def mode(self) -> str: ...
     def summary(self) -> dict[str, object]: ...
@@ -150,10 +168,7 @@ class _KpaEngine:
             s.start_in_panic(tick.now, tick.ready)
 
     def observe(self, tick: Tick) -> tuple[float | None, ...]:
-        values = tuple(estimate_total(s, tick.ready) for s in tick.samples)
-        for source, value in zip(self.sources, values, strict=True):
-            if value is not None:
-                source.record(tick.now, value)
+        values = _record_estimated_totals(self.sources, tick)
         present = [v for v in values if v is not None]
         if any(v > 0 for v in present):
             self.zero_since = None
@@ -161,12 +176,12 @@ class _KpaEngine:
             self.zero_since = tick.now
         return values
 
-    def recommend(self, index: int, tick: Tick, value: float) -> _Rec | None:
+    def recommend(self, index: int, tick: Tick, value: float) -> _Recommendation | None:
         r = self.sources[index].recommend(tick.now, tick.ready)
         if r is None:
             return None
         s = r.step
-        return _Rec(
+        return _Recommendation(
             desired=r.desired,
             reason=r.reason,
             detail=(
@@ -175,7 +190,7 @@ class _KpaEngine:
             ),
         )
 
-    def finish(self, tick: Tick, rec: _Rec) -> _Rec:
+    def finish(self, tick: Tick, rec: _Recommendation) -> _Recommendation:
         desired, reason = rec.desired, rec.reason
         grace = self.params.scale_to_zero_grace_period_seconds
         if (
@@ -190,7 +205,7 @@ class _KpaEngine:
             held = int(self.delay.value(tick.now) or desired)
             if held > desired:
                 desired, reason = held, "scale-down-delayed"
-        return _Rec(desired=desired, reason=reason, detail=rec.detail)
+        return _Recommendation(desired=desired, reason=reason, detail=rec.detail)
 
     def scaled(self, now: float, old: int, new: int) -> None:
         pass
@@ -221,27 +236,23 @@ class _ApaEngine:
         pass
 
     def observe(self, tick: Tick) -> tuple[float | None, ...]:
-        values = tuple(estimate_total(s, tick.ready) for s in tick.samples)
-        for source, value in zip(self.sources, values, strict=True):
-            if value is not None:
-                source.record(tick.now, value)
-        return values
+        return _record_estimated_totals(self.sources, tick)
 
-    def recommend(self, index: int, tick: Tick, value: float) -> _Rec | None:
+    def recommend(self, index: int, tick: Tick, value: float) -> _Recommendation | None:
         source = self.sources[index]
         r = source.recommend(tick.now, tick.ready, tick.current_replicas)
         if r is None:
             return None
-        return _Rec(
+        return _Recommendation(
             desired=r.desired,
             reason=r.reason,
             detail=f"ratio={r.ratio:.6g} window={source.window.count(tick.now)} ready={tick.ready}",
         )
 
-    def finish(self, tick: Tick, rec: _Rec) -> _Rec:
+    def finish(self, tick: Tick, rec: _Recommendation) -> _Recommendation:
         stabilized = self.stabilizer.stabilize(tick.now, tick.current_replicas, rec.desired)
         if stabilized != rec.desired:
-            return _Rec(desired=stabilized, reason="stabilized", detail=rec.detail)
+            return _Recommendation(desired=stabilized, reason="stabilized", detail=rec.detail)
         return rec
 
     def scaled(self, now: float, old: int, new: int) -> None:
@@ -275,7 +286,7 @@ class _HpaEngine:
     def observe(self, tick: Tick) -> tuple[float | None, ...]:
         return tuple(s.total if s.answered > 0 else None for s in tick.samples)
 
-    def recommend(self, index: int, tick: Tick, value: float) -> _Rec | None:
+    def recommend(self, index: int, tick: Tick, value: float) -> _Recommendation | None:
         sample = tick.samples[index]
         p = hpa_replicas(
             current=tick.current_replicas,
@@ -287,7 +298,7 @@ class _HpaEngine:
             up_tolerance=self.behavior.scale_up.tolerance,
             down_tolerance=self.behavior.scale_down.tolerance,
         )
-        return _Rec(
+        return _Recommendation(
             desired=p.desired,
             reason=p.reason,
             detail=(
@@ -296,7 +307,7 @@ class _HpaEngine:
             ),
         )
 
-    def finish(self, tick: Tick, rec: _Rec) -> _Rec:
+    def finish(self, tick: Tick, rec: _Recommendation) -> _Recommendation:
         current = tick.current_replicas
         desired, reason = rec.desired, rec.reason
         stabilized = self.stabilizer.stabilize(tick.now, current, desired)
@@ -307,7 +318,7 @@ class _HpaEngine:
         )
         if why:
             desired, reason = limited, why
-        return _Rec(desired=desired, reason=reason, detail=rec.detail)
+        return _Recommendation(desired=desired, reason=reason, detail=rec.detail)
 
     def scaled(self, now: float, old: int, new: int) -> None:
         self.rates.record(now, old, new)
@@ -374,18 +385,14 @@ class Autoscaler:
 
         if current > p.max_replicas or current < p.min_replicas:
             self._count_failures(values)
-            bound, why = (
-                (p.max_replicas, "clamped-max")
-                if current > p.max_replicas
-                else (p.min_replicas, "clamped-min")
-            )
+            bound, why = _clamp(current, p)
             return self._emit(
                 tick,
-                _Rec(desired=bound, reason=why, detail="current replicas out of bounds"),
+                _Recommendation(desired=bound, reason=why, detail="current replicas out of bounds"),
                 values,
             )
 
-        recs: list[_Rec] = []
+        recs: list[_Recommendation] = []
         used: list[float | None] = []
         for index, value in enumerate(values):
             rec = None if value is None else self._engine.recommend(index, tick, value)
@@ -400,7 +407,7 @@ class Autoscaler:
                 continue
             if fallback is not None and self._failures[index] >= fallback.failure_threshold:
                 recs.append(
-                    _Rec(
+                    _Recommendation(
                         desired=fallback.replicas,
                         reason="fallback",
                         detail=(
@@ -420,7 +427,7 @@ class Autoscaler:
         if lacking and best.desired < current:
             return self._emit(
                 tick,
-                _Rec(
+                _Recommendation(
                     desired=current,
                     reason="partial-data",
                     detail=f"a source has no data: no scale down (would be {best.desired})",
@@ -435,13 +442,9 @@ class Autoscaler:
         for i, v in enumerate(values):
             self._failures[i] = 0 if v is not None else self._failures[i] + 1
 
-    def _emit(self, tick: Tick, rec: _Rec, values: tuple[float | None, ...]) -> Decision:
-        p = self.policy
-        desired, reason = rec.desired, rec.reason
-        if desired > p.max_replicas:
-            desired, reason = p.max_replicas, "clamped-max"
-        elif desired < p.min_replicas:
-            desired, reason = p.min_replicas, "clamped-min"
+    def _emit(self, tick: Tick, rec: _Recommendation, values: tuple[float | None, ...]) -> Decision:
+        desired, why = _clamp(rec.desired, self.policy)
+        reason = why or rec.reason
         return self._done(
             Decision(
                 desired=desired,
@@ -475,7 +478,17 @@ class Autoscaler:
         }
 
 
-def _largest(recs: Sequence[_Rec]) -> _Rec:
+def _clamp(replicas: int, policy: Policy) -> tuple[int, str]:
+    """`replicas` within `[minReplicas, maxReplicas]`, and `clamped-max`/`clamped-min` when it
+    had to move ("" when it did not)."""
+    if replicas > policy.max_replicas:
+        return policy.max_replicas, "clamped-max"
+    if replicas < policy.min_replicas:
+        return policy.min_replicas, "clamped-min"
+    return replicas, ""
+
+
+def _largest(recs: Sequence[_Recommendation]) -> _Recommendation:
     best = recs[0]
     for r in recs[1:]:
         if r.desired > best.desired:

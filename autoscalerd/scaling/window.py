@@ -22,15 +22,19 @@ from collections import deque
 __all__ = ["MaxWindow", "MeanWindow", "MinWindow"]
 
 
+def _checked_duration(duration_seconds: float) -> float:
+    if duration_seconds < 0:
+        raise ValueError(f"window duration must be >= 0, got {duration_seconds}")
+    return duration_seconds
+
+
 class MeanWindow:
     """Plain (unweighted) mean of the samples in `(now − W, now]`."""
 
     __slots__ = ("_comp", "_samples", "_since_exact", "_sum", "duration_seconds")
 
     def __init__(self, duration_seconds: float) -> None:
-        if duration_seconds < 0:
-            raise ValueError(f"window duration must be >= 0, got {duration_seconds}")
-        self.duration_seconds = duration_seconds
+        self.duration_seconds = _checked_duration(duration_seconds)
         self._samples: deque[tuple[float, float]] = deque()
         self._sum = 0.0
         self._comp = 0.0  # Neumaier compensation term of `_sum`
@@ -86,9 +90,7 @@ class _ExtremumWindow:
     __slots__ = ("_samples", "duration_seconds")
 
     def __init__(self, duration_seconds: float) -> None:
-        if duration_seconds < 0:
-            raise ValueError(f"window duration must be >= 0, got {duration_seconds}")
-        self.duration_seconds = duration_seconds
+        self.duration_seconds = _checked_duration(duration_seconds)
         self._samples: deque[tuple[float, float]] = deque()
 
     def _dominates(self, new: float, old: float) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from autoscalerd.errors import AutoscalerdError
+
 __all__ = ["ScrapeError", "ScrapeErrorKind"]
 
 
@@ -38,7 +40,7 @@ class ScrapeErrorKind(StrEnum):
     INVALID_VALUE = "invalid_value"
 
 
-class ScrapeError(Exception):
+class ScrapeError(AutoscalerdError):
     """A scrape that produced no value; `kind` classifies it, `str()` explains it and the fix."""
 
     def __init__(self, kind: ScrapeErrorKind, url: str, message: str) -> None:

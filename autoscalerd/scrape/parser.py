@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from autoscalerd.config.model import MatchOp, SeriesSelector
+from autoscalerd.errors import AutoscalerdError
 
 __all__ = [
     "ParseError",
@@ -85,7 +86,7 @@ _NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:"
 _NAME_REST = _NAME_FIRST | frozenset("0123456789")
 
 
-class ParseError(ValueError):
+class ParseError(ValueError, AutoscalerdError):
     """A sample line that does not follow the exposition grammar; `str()` says where and why."""
 
 

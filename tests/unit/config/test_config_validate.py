@@ -389,6 +389,16 @@ CASES = [
         ["5: kind: only one DaemonConfig is allowed; the first is at {file}:2"],
         id="two-daemon-configs",
     ),
+    pytest.param(
+        "apiVersion: autoscaling.aibrix.ai/v1alpha1\nkind: [PodAutoscaler]\n",
+        ["2: kind: unknown kind a list; expected PodAutoscaler or DaemonConfig"],
+        id="kind-not-a-string",
+    ),
+    pytest.param(
+        HEAD + SPEC.replace("metricSourceType: pod", "metricSourceType: {type: pod}"),
+        ["12: spec.metricsSources[0].metricSourceType: must be pod, got a mapping"],
+        id="source-type-not-a-string",
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""APA: AIbrix's tables (aibrix.md §4.3, §4.5; algorithms.md single-step cases) and our rules."""
+"""APA: AIbrix's test tables (Gen1 TestApaScale2, Gen2 apa_test.go) and our rules."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_aibrix_test_apa_scale2_sequence() -> None:
     assert [d.reason for d in got] == ["within-tolerance"] * 3 + ["rate-limited"]
 
 
-# aibrix.md §4.5 (Gen2 algorithm/apa_test.go) = algorithms.md's single-step cases; target 30,
+# AIbrix Gen2 algorithm/apa_test.go = docs/algorithms.md's single-step cases; target 30,
 # tolerances 0.1/0.1; "current" is both the ready pods and spec.replicas.
 GEN2_APA = [
     pytest.param(2, 45, 2, 2, 3, id="basic-scale-up"),

@@ -174,7 +174,7 @@ def test_several_sources_largest_recommendation_wins(strategy: Strategy) -> None
 
 
 def test_aibrix_gen2_compute_desired_replicas_two_sources() -> None:
-    # aibrix.md §4.6 TestComputeDesiredReplicas (APA, 1 pod, every fetch 70, max 6, upRate 4):
+    # AIbrix TestComputeDesiredReplicas (APA, 1 pod, every fetch 70, max 6, upRate 4):
     # target 50 → ceil(1.4) = 2; with a second source of target 30 → ceil(2.33) = 3; max wins
     base = policy(Strategy.APA, targets=(50, 30), max_replicas=6)
     from dataclasses import replace

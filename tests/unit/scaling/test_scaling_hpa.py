@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from scaling_helpers import make_policy
 
@@ -124,9 +122,31 @@ def test_hpa_replica_calculator(
     assert (p.desired, p.reason) == (want, reason)
 
 
-def test_hpa_float_arithmetic_is_float64() -> None:
-    assert 1.1 * 100 == 110.00000000000001
-    assert math.ceil(1.1 * 100) == 111
+@pytest.mark.parametrize(
+    ("up_tolerance", "want", "reason"),
+    [
+        pytest.param(0.1, 100, "within-tolerance", id="ratio-exactly-1.1-is-inside-a-0.1-band"),
+        pytest.param(0.05, 111, "scale-up", id="outside-the-band-ceil-of-float64-1.1x100-is-111"),
+    ],
+)
+def test_hpa_band_edge_and_float64_ceil_through_the_autoscaler(
+    up_tolerance: float, want: int, reason: str
+) -> None:
+    """Kubernetes' float64 arithmetic end to end: 100 pods at 11 against a target of 10.
+
+    The band test is inclusive, so a ratio of exactly 1.1 holds with `tolerance: 0.1`; with a
+    narrower band the proposal is `ceil(1.1 × 100)`, which float64 makes 111, not 110.
+    """
+    behavior = HpaBehavior(
+        scale_up=HpaRules(
+            stabilization_window_seconds=0,
+            tolerance=up_tolerance,
+            policies=(RatePolicy(type="Percent", value=100, period_seconds=15),),
+        ),
+        scale_down=NO_STABILIZATION.scale_down,
+    )
+    d = Autoscaler(hpa_policy(10, behavior=behavior)).decide(tick(0, 11, 100))
+    assert (d.desired, d.reason) == (want, reason)
 
 
 def test_hpa_calculator_needs_an_answer() -> None:

@@ -1,4 +1,4 @@
-"""KPA: AIbrix's own tables (aibrix.md §4.1, §4.2, §4.4) and one case per rule of algorithms.md."""
+"""KPA: AIbrix's own test tables and one case per rule of docs/algorithms.md."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def tick(now: float, total: float | None, ready: int, current: int | None = None
     )
 
 
-# --- aibrix.md §4.2 / algorithms.md: Gen1 TestKpaScale2 -------------------------------------
+# --- AIbrix Gen1 TestKpaScale2 (docs/algorithms.md, worked examples) --------------------------
 
 TEST_KPA_SCALE2 = [
     # t, total, expected, mode
@@ -79,7 +79,7 @@ def test_aibrix_test_kpa_scale2_sequence() -> None:
         ready = expected  # the test sets ready := the result after each step
 
 
-# --- aibrix.md §4.1: Gen1 TestKpaScale (single step) ----------------------------------------
+# --- AIbrix Gen1 TestKpaScale (single step) ---------------------------------------------------
 
 
 def test_aibrix_test_kpa_scale_single_step_panic() -> None:
@@ -110,7 +110,7 @@ def test_aibrix_test_kpa_scale_single_step_panic() -> None:
     assert (r.desired, r.panic) == (10, True)
 
 
-# --- aibrix.md §4.4: Gen2 algorithm/kpa_test.go ---------------------------------------------
+# --- AIbrix Gen2 algorithm/kpa_test.go --------------------------------------------------------
 # Gen2 feeds per-pod means, applies a tolerance band (0 in its mock) and panics when
 # panic/stable > threshold. We run the same numbers as TOTALS through our Gen1-style state
 # (ready := current); every expected value still holds. Where the panic rule differs the case
@@ -157,7 +157,7 @@ def test_aibrix_gen2_compute_target_replicas(
     assert max(lo, min(hi, r.desired)) == want
 
 
-# --- algorithms.md rules, one case each -----------------------------------------------------
+# --- docs/algorithms.md rules, one case each --------------------------------------------------
 
 
 def test_kpa_uses_totals_not_per_pod_means() -> None:
@@ -320,7 +320,7 @@ def test_kpa_no_data_tick_records_nothing_and_decides_nothing() -> None:
 
 
 def test_kpa_params_replace_keeps_defaults() -> None:
-    # the defaults of algorithms.md
+    # the defaults of docs/algorithms.md
     p = KpaParams()
     assert (p.stable_window_seconds, p.panic_window_seconds, p.panic_threshold) == (60, 6, 2)
     assert (p.max_scale_up_rate, p.max_scale_down_rate, p.activation_scale) == (1000, 2, 1)

@@ -1,4 +1,4 @@
-"""Windows: (now − W, now] semantics, AIbrix window tables (aibrix.md §4.6), accuracy, speed."""
+"""Windows: (now − W, now] semantics, AIbrix's window tables, accuracy, speed."""
 
 from __future__ import annotations
 

@@ -252,10 +252,6 @@ def test_plot_without_matplotlib_says_how_to_install(
 
 def test_cli_simulate_reproduces_test_kpa_scale2() -> None:
     """As a user would: `python -m autoscalerd simulate -c … --trace …`."""
-    if importlib.util.find_spec("autoscalerd.cli") is None:
-        pytest.skip("the CLI is not there yet")
-    if importlib.util.find_spec("autoscalerd.config.load") is None:
-        pytest.skip("the config loader is not there yet")
     proc = subprocess.run(
         [
             sys.executable,

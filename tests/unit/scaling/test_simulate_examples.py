@@ -7,9 +7,8 @@ import pathlib
 
 import pytest
 
-load = pytest.importorskip("autoscalerd.config.load")
-
-from autoscalerd.simulate import run_simulate  # noqa: E402
+from autoscalerd.config import load
+from autoscalerd.simulate import run_simulate
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[3] / "config" / "examples"
 

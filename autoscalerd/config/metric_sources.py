@@ -1,0 +1,199 @@
+"""`spec.metricsSources[]`: where each metric is scraped, what it is, and the value to aim for."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from autoscalerd.config.model import Authorization, MetricSource, TLSConfig
+from autoscalerd.config.problems import Document, Path
+from autoscalerd.config.readers import (
+    check_keys,
+    describe,
+    read_float,
+    read_int,
+    read_mapping,
+    read_string,
+)
+from autoscalerd.config.selector import parse_selector
+from autoscalerd.config.tls_auth import read_authorization, read_tls
+
+__all__ = [
+    "DEFAULT_METRICS_PATH",
+    "SOURCE_FIELDS",
+    "SOURCE_REJECTED",
+    "SOURCE_TYPES_NOT_SUPPORTED",
+    "read_metric_sources",
+]
+
+SOURCE_FIELDS = (
+    "metricSourceType",
+    "protocolType",
+    "port",
+    "path",
+    "targetMetric",
+    "targetValue",
+    "tlsConfig",
+    "authorization",
+    "bearerTokenFile",
+)
+SOURCE_REJECTED = {
+    "endpoint": (
+        "endpoint belongs to metricSourceType external/domain, which this daemon does not "
+        "act on yet; scrape the pods with metricSourceType: pod"
+    ),
+}
+SOURCE_TYPES_NOT_SUPPORTED = {
+    "resource": "metricSourceType resource (metrics.k8s.io cpu/memory) is not supported yet",
+    "custom": "metricSourceType custom (custom.metrics.k8s.io) is not supported yet",
+    "external": "metricSourceType external is not supported yet",
+    "domain": "metricSourceType domain is not supported yet",
+}
+DEFAULT_METRICS_PATH = "/metrics"
+
+
+def read_metric_sources(
+    doc: Document, path: Path, spec: Mapping[str, Any]
+) -> list[MetricSource] | None:
+    """The valid sources of `spec.metricsSources` (`path`); None when the list itself is bad."""
+    if "metricsSources" not in spec:
+        doc.add(
+            path[:-1], "metricsSources is required (at least one metric to scale on)", at_key=True
+        )
+        return None
+    raw = spec["metricsSources"]
+    if not isinstance(raw, list) or not raw:
+        doc.add(path, f"must be a list with at least one metric source, got {describe(raw)}")
+        return None
+    out: list[MetricSource] = []
+    for i, item in enumerate(raw):
+        source = _read_source(doc, (*path, i), item)
+        if source is not None:
+            out.append(source)
+    return out
+
+
+def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
+    data = read_mapping(doc, path, value)
+    if data is None:
+        return None
+    problems_before = len(doc.problems)
+    check_keys(doc, path, data, SOURCE_FIELDS, SOURCE_REJECTED)
+    _check_source_type(doc, path, data)
+    protocol = _read_protocol(doc, path, data)
+
+    port = None
+    if "port" not in data:
+        doc.add(path, "port is required (the pod port serving the metrics)", at_key=True)
+    else:
+        port = read_int(doc, (*path, "port"), data["port"], lo=1, hi=65535, allow_string=True)
+
+    metrics_path = DEFAULT_METRICS_PATH
+    if "path" in data:
+        text = read_string(doc, (*path, "path"), data["path"])
+        if text is not None:
+            text = text.strip()
+            if "://" in text or "?" in text or "#" in text or " " in text:
+                doc.add((*path, "path"), f"must be a URL path such as /metrics, got {text!r}")
+            metrics_path = "/" + text.lstrip("/")
+
+    selector = None
+    target_metric = None
+    if "targetMetric" not in data:
+        doc.add(path, "targetMetric is required (a metric name or a series selector)", at_key=True)
+    else:
+        target_metric = read_string(doc, (*path, "targetMetric"), data["targetMetric"])
+        if target_metric is not None:
+            try:
+                selector = parse_selector(target_metric)
+            except ValueError as exc:
+                doc.add((*path, "targetMetric"), str(exc))
+
+    target_value = None
+    if "targetValue" not in data:
+        doc.add(path, "targetValue is required (the value per pod to aim for)", at_key=True)
+    else:
+        target_value = read_float(
+            doc, (*path, "targetValue"), data["targetValue"], lo=0.0, lo_open=True
+        )
+
+    tls = TLSConfig()
+    if "tlsConfig" in data and data["tlsConfig"] is not None:
+        parsed = read_tls(doc, (*path, "tlsConfig"), data["tlsConfig"])
+        if parsed is not None:
+            tls = parsed
+        if protocol == "http":
+            doc.add(
+                (*path, "tlsConfig"),
+                "tlsConfig applies to https sources only; set protocolType: https or remove tlsConfig",
+                at_key=True,
+            )
+    authorization = _read_source_authorization(doc, path, data)
+
+    if len(doc.problems) != problems_before:
+        return None
+    assert protocol and port and target_metric and selector and target_value is not None
+    return MetricSource(
+        protocol=protocol,
+        port=port,
+        path=metrics_path,
+        target_metric=target_metric,
+        selector=selector,
+        target_value=target_value,
+        tls=tls,
+        authorization=authorization,
+        where=doc.where(path),
+    )
+
+
+def _check_source_type(doc: Document, path: Path, data: Mapping[str, Any]) -> None:
+    if "metricSourceType" not in data:
+        doc.add(
+            path,
+            "metricSourceType is required; this daemon scrapes pods: metricSourceType: pod",
+            at_key=True,
+        )
+        return
+    source_type = data["metricSourceType"]
+    if isinstance(source_type, str) and source_type in SOURCE_TYPES_NOT_SUPPORTED:
+        doc.add(
+            (*path, "metricSourceType"),
+            SOURCE_TYPES_NOT_SUPPORTED[source_type] + "; use metricSourceType: pod",
+        )
+    elif source_type != "pod":
+        doc.add((*path, "metricSourceType"), f"must be pod, got {describe(source_type)}")
+
+
+def _read_protocol(doc: Document, path: Path, data: Mapping[str, Any]) -> str | None:
+    """`http` or `https`; a capitalised one is named with its fix, and still returned."""
+    if "protocolType" not in data:
+        doc.add(path, "protocolType is required: http or https", at_key=True)
+        return None
+    raw = data["protocolType"]
+    if not (isinstance(raw, str) and raw.lower() in ("http", "https")):
+        doc.add((*path, "protocolType"), f"must be http or https, got {describe(raw)}")
+        return None
+    protocol = raw.lower()
+    if raw != protocol:
+        doc.add((*path, "protocolType"), f"must be lower case; did you mean {protocol!r}?")
+    return protocol
+
+
+def _read_source_authorization(
+    doc: Document, path: Path, data: Mapping[str, Any]
+) -> Authorization | None:
+    """`authorization`, or its alias `bearerTokenFile` (not both)."""
+    if "authorization" in data and "bearerTokenFile" in data:
+        doc.add(
+            (*path, "bearerTokenFile"),
+            "set authorization or bearerTokenFile, not both",
+            at_key=True,
+        )
+        return None
+    if "authorization" in data:
+        return read_authorization(doc, (*path, "authorization"), data["authorization"])
+    if "bearerTokenFile" in data:
+        token_file = read_string(doc, (*path, "bearerTokenFile"), data["bearerTokenFile"])
+        if token_file is not None:
+            return Authorization(credentials_file=token_file)
+    return None

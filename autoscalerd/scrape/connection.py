@@ -14,6 +14,8 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
+from autoscalerd.errors import AutoscalerdError
+
 if TYPE_CHECKING:
     from autoscalerd.scrape.http11 import PoolKey, Request
 
@@ -49,7 +51,7 @@ largest size it ever held for the life of the connection, so feeding a 256 KiB r
 would cost 256 KiB per connection. Bounded feeding keeps it at about one record plus this."""
 
 
-class HandshakeDisconnected(ConnectionResetError):
+class HandshakeDisconnected(ConnectionResetError, AutoscalerdError):
     """The server hung up (FIN or reset) in the middle of the TLS handshake."""
 
 

@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from autoscalerd.errors import AutoscalerdError
 from autoscalerd.scrape.connection import (
     PLAIN_BUFFER_BYTES,
     RECV_BUFFER_BYTES,
@@ -84,7 +85,7 @@ want: `TLSContextCache` hands out one object per distinct setting, and a rebuilt
 rotated certificate) gets fresh connections."""
 
 
-class ClientClosed(RuntimeError):
+class ClientClosed(RuntimeError, AutoscalerdError):
     """The client was closed while the request was pending, or before it was submitted."""
 
 

@@ -19,6 +19,8 @@ import enum
 import zlib
 from typing import Any
 
+from autoscalerd.errors import AutoscalerdError
+
 __all__ = [
     "ERROR_BODY_CAP_BYTES",
     "HEAD_CACHE_SIZE",
@@ -48,7 +50,7 @@ ERROR_BODY_CAP_BYTES = 64 * 1024
 """How much of a non-200 body is read; a longer one is cut there and its connection dropped."""
 
 
-class HTTPProtocolError(Exception):
+class HTTPProtocolError(AutoscalerdError):
     """The server's bytes are not a valid HTTP/1.x response (or use a feature we don't speak).
 
     `looks_like_tls`: the bytes start like a TLS record (a plain-HTTP request sent to a TLS
@@ -60,7 +62,7 @@ class HTTPProtocolError(Exception):
         self.looks_like_tls = looks_like_tls
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(AutoscalerdError):
     """The (decompressed) body passed the limit; `detail` says how that was seen."""
 
     def __init__(self, limit: int, detail: str) -> None:
@@ -69,7 +71,7 @@ class BodyTooLarge(Exception):
         self.detail = detail
 
 
-class ServerDisconnected(ConnectionError):
+class ServerDisconnected(ConnectionError, AutoscalerdError):
     """The server closed the connection before the response was complete."""
 
 

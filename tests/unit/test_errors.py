@@ -21,8 +21,16 @@ from autoscalerd.kube.errors import (
     KubeUnavailable,
 )
 from autoscalerd.kube.selectors import SelectorError
+from autoscalerd.scrape.connection import HandshakeDisconnected
 from autoscalerd.scrape.errors import ScrapeError
+from autoscalerd.scrape.http11 import ClientClosed
 from autoscalerd.scrape.parser import ParseError
+from autoscalerd.scrape.response_parser import (
+    BodyTooLarge,
+    HTTPProtocolError,
+    ServerDisconnected,
+    TruncatedResponse,
+)
 from autoscalerd.simulate import TraceError
 
 
@@ -43,6 +51,12 @@ from autoscalerd.simulate import TraceError
         KubeUnavailable,
         SelectorError,
         TraceError,
+        HTTPProtocolError,
+        BodyTooLarge,
+        ServerDisconnected,
+        TruncatedResponse,
+        HandshakeDisconnected,
+        ClientClosed,
     ],
 )
 def test_error_derives_from_the_root(error: type[Exception]) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "HistoryStore",
     "Point",
     "PolicyHistory",
+    "Snapshot",
     "point_bytes",
 ]
 
@@ -220,25 +221,12 @@ class PolicyHistory:
             while len(changes) > 1 and changes[1][0] <= oldest:
                 del changes[0]
 
-    def _target_at(self, name: str, ticks: range) -> list[float | None]:
-        changes = self._targets.get(name) or []
-        out: list[float | None] = []
-        j = 0
-        current: float | None = None
-        for t in ticks:
-            while j < len(changes) and changes[j][0] <= t:
-                current = changes[j][1]
-                j += 1
-            out.append(current)
-        return out
+    def snapshot(self, key: str, *, now: float, seconds: float) -> Snapshot:
+        """A copy of the last `seconds` (at most the buffer) up to `now`: cheap (array slices),
+        so a large answer can be rendered elsewhere while the buffers move on.
 
-    def window(self, *, now: float, seconds: float, wall_offset: float = 0.0) -> dict[str, Any]:
-        """The last `seconds` (at most the buffer) up to `now`, as JSON-ready lists.
-
-        `wall_offset` turns loop time into Unix time (`time.time() - loop.time()`), for the
-        `start` and `end` fields. The window ends at the tick of `now`, or one before when
-        that is this policy's newest point (its tick slot of this interval is still to come).
-        Absent points are `null` in every list.
+        The window ends at the tick of `now`, or one before when that is this policy's
+        newest point (its tick slot of this interval is still to come).
         """
         interval = self.interval
         end = math.floor(now / interval + 1e-9)
@@ -246,41 +234,113 @@ class PolicyHistory:
             end = self.head
         n = min(self.capacity, max(1, math.ceil(seconds / interval - 1e-9)))
         start = end - n + 1
-        ticks = range(start, end + 1)
-        flags = self._slice(self.flags, start, end)
+        return Snapshot(
+            key=key,
+            interval=interval,
+            start=start,
+            end=end,
+            head=self.head,
+            oldest=(self.head - self.capacity + 1) if self.head is not None else 0,
+            flags=self._slice(self.flags, start, end),
+            ready=self._slice(self.ready, start, end),
+            desired=self._slice(self.desired, start, end),
+            values=tuple((name, self._slice(self.values[name], start, end)) for name in self._cols),
+            targets=tuple((name, tuple(self._targets[name])) for name in self._cols),
+        )
+
+    def window(
+        self, *, now: float, seconds: float, wall_offset: float = 0.0, key: str = ""
+    ) -> dict[str, Any]:
+        """`snapshot(...).render(wall_offset)`."""
+        return self.snapshot(key, now=now, seconds=seconds).render(wall_offset)
+
+    def _slice(self, arr: array[Any], start: int, end: int) -> array[Any]:
+        """A copy of the slots of ticks [start, end] (stale slots included: `render` masks
+        them with the flags)."""
+        cap = self.capacity
+        n = end - start + 1
+        a = start % cap
+        if a + n <= cap:
+            return arr[a : a + n]
+        return arr[a:] + arr[: a + n - cap]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Snapshot:
+    """One policy's window, copied out of its buffers; `render` makes the JSON document."""
+
+    key: str
+    interval: float | None
+    """None: the policy has not decided yet (nothing recorded)."""
+    start: int = 0
+    end: int = -1
+    head: int | None = None
+    oldest: int = 0
+    flags: array[int] = field(default_factory=lambda: array("B"))
+    ready: array[int] = field(default_factory=lambda: array("H"))
+    desired: array[int] = field(default_factory=lambda: array("H"))
+    values: tuple[tuple[str, array[float]], ...] = ()
+    targets: tuple[tuple[str, tuple[tuple[int, float], ...]], ...] = ()
+
+    @property
+    def points(self) -> int:
+        return max(0, self.end - self.start + 1) if self.interval is not None else 0
+
+    def render(self, wall_offset: float = 0.0) -> dict[str, Any]:
+        """The JSON document of `/history`: lists with one entry per tick from the first
+        point present in the window to its end; `null` where a tick had no point (and,
+        for values, no data); flags 0/1. `wall_offset` turns loop time into Unix time
+        (`time.time() - loop.time()`) for `start` and `end`."""
+        doc: dict[str, Any] = {"policy": self.key, "interval_seconds": self.interval}
+        interval = self.interval
         head = self.head
-        oldest = -math.inf if head is None else head - self.capacity + 1
-        present = [
-            head is not None and oldest <= t <= head and bool(f & _PRESENT)
-            for f, t in zip(flags, ticks, strict=True)
-        ]
+        flags = self.flags.tolist()
+        first = None
+        if interval is not None and head is not None:
+            lo, hi = self.oldest, head
+            for i, f in enumerate(flags):
+                if f & _PRESENT and lo <= self.start + i <= hi:
+                    first = i
+                    break
+        if interval is None or first is None or head is None:
+            end = None if interval is None else round(self.end * interval + wall_offset, 3)
+            return {**doc, "start": end, "end": end, "points": 0, "ready": [], "desired": [],
+                    "panic": [], "schedule": [], "error": [], "metrics": []}  # fmt: skip
+        start = self.start + first
+        flags = flags[first:]
+        lo, hi = self.oldest, head
+        present = [bool(f & _PRESENT) and lo <= t <= hi for t, f in enumerate(flags, start)]
 
         def counts(arr: array[int]) -> list[int | None]:
             return [
                 (v if ok and v != _UNKNOWN else None)
-                for v, ok in zip(self._slice(arr, start, end), present, strict=True)
+                for v, ok in zip(arr[first:].tolist(), present, strict=True)
             ]
 
-        def flag(bit: int) -> list[bool | None]:
-            return [(bool(f & bit) if ok else None) for f, ok in zip(flags, present, strict=True)]
+        def flag(bit: int) -> list[int | None]:
+            return [
+                ((1 if f & bit else 0) if ok else None)
+                for f, ok in zip(flags, present, strict=True)
+            ]
 
         metrics = []
-        for name in self._cols:
-            vals = self._slice(self.values[name], start, end)
+        ticks = range(start, self.end + 1)
+        for (name, vals), (_, changes) in zip(self.values, self.targets, strict=True):
             metrics.append(
                 {
                     "name": name,
                     "values": [
-                        (_f32(v) if ok else None) for v, ok in zip(vals, present, strict=True)
+                        (_f32(v) if ok else None)
+                        for v, ok in zip(vals[first:].tolist(), present, strict=True)
                     ],
-                    "targets": self._target_at(name, ticks),
+                    "targets": _targets_at(changes, ticks),
                 }
             )
         return {
-            "interval_seconds": interval,
+            **doc,
             "start": round(start * interval + wall_offset, 3),
-            "end": round(end * interval + wall_offset, 3),
-            "points": n,
+            "end": round(self.end * interval + wall_offset, 3),
+            "points": len(present),
             "ready": counts(self.ready),
             "desired": counts(self.desired),
             "panic": flag(_PANIC),
@@ -289,15 +349,18 @@ class PolicyHistory:
             "metrics": metrics,
         }
 
-    def _slice(self, arr: array[Any], start: int, end: int) -> list[Any]:
-        """Values of ticks [start, end] as a list (may include stale slots: callers mask
-        them with the flags, as `window` does)."""
-        cap = self.capacity
-        n = end - start + 1
-        a = start % cap
-        if a + n <= cap:
-            return arr[a : a + n].tolist()
-        return arr[a:].tolist() + arr[: a + n - cap].tolist()
+
+def _targets_at(changes: Sequence[tuple[int, float]], ticks: range) -> list[float | None]:
+    """The target in force at each tick, from (first tick, target) change points."""
+    out: list[float | None] = []
+    j = 0
+    current: float | None = None
+    for t in ticks:
+        while j < len(changes) and changes[j][0] <= t:
+            current = changes[j][1]
+            j += 1
+        out.append(current)
+    return out
 
 
 class HistoryStore:
@@ -348,32 +411,22 @@ class HistoryStore:
         history.set_columns(names, targets, tick)
         history.record(tick, point)
 
-    def window(
-        self, key: str, *, now: float, seconds: float, wall_offset: float = 0.0
-    ) -> dict[str, Any] | None:
-        """`PolicyHistory.window` of `key` plus its name; None for an unknown key; an
-        empty series for a policy that has not decided yet."""
+    def snapshot(self, key: str, *, now: float, seconds: float) -> Snapshot | None:
+        """`PolicyHistory.snapshot` of `key`; None for an unknown key; an empty snapshot
+        for a policy that has not decided yet."""
         if key not in self._policies:
             return None
         history = self._policies[key]
         if history is None:
-            return {
-                "policy": key,
-                "interval_seconds": None,
-                "start": None,
-                "end": None,
-                "points": 0,
-                "ready": [],
-                "desired": [],
-                "panic": [],
-                "schedule": [],
-                "error": [],
-                "metrics": [],
-            }
-        return {
-            "policy": key,
-            **history.window(now=now, seconds=seconds, wall_offset=wall_offset),
-        }
+            return Snapshot(key=key, interval=None)
+        return history.snapshot(key, now=now, seconds=seconds)
+
+    def window(
+        self, key: str, *, now: float, seconds: float, wall_offset: float = 0.0
+    ) -> dict[str, Any] | None:
+        """The `/history` document of `key` (None for an unknown key)."""
+        snap = self.snapshot(key, now=now, seconds=seconds)
+        return None if snap is None else snap.render(wall_offset)
 
     def nbytes(self) -> int:
         """Bytes held by every policy's arrays."""

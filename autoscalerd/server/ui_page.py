@@ -132,8 +132,9 @@ function merge(old, w) {
     metrics: w.metrics.map((m) => ({ name: m.name, values: m.values.slice(), targets: m.targets.slice() })) };
   if (!old || old.iv !== iv || old.metrics.map((m) => m.name).join() !== fresh.metrics.map((m) => m.name).join()) return fresh;
   const off = Math.round((w.start - old.start) / iv);
-  if (off < 0 || off > old.ready.length) return fresh;
-  const cut = (a, b) => a.slice(0, off).concat(b);
+  if (off < 0 || off - old.ready.length > Math.ceil(state.historyLen / iv)) return fresh;
+  // keep what came before the new window; a gap between the two stays a gap (nulls)
+  const cut = (a, b) => (a.length >= off ? a.slice(0, off) : a.concat(new Array(off - a.length).fill(null))).concat(b);
   const out = { start: old.start, iv: iv, ready: cut(old.ready, fresh.ready),
     desired: cut(old.desired, fresh.desired), panic: cut(old.panic, fresh.panic),
     schedule: cut(old.schedule, fresh.schedule), error: cut(old.error, fresh.error),
@@ -292,108 +293,103 @@ function fill(panel, p) {
   draw(panel, state.series.get(k), p);
 }
 
-// Reduce n points to at most W buckets: max for the metric and the target line, last for
-// replica counts, any for flags.
-function buckets(s, spanPts) {
-  const n = s.ready.length, first = Math.max(0, n - spanPts);
-  const size = Math.max(1, Math.ceil((n - first) / W));
-  const out = [];
-  for (let i = first; i < n; i += size) {
-    const b = { i, metric: [], target: [], ready: null, desired: null, panic: false, schedule: false, present: false };
-    for (let j = i; j < Math.min(n, i + size); j++) {
-      if (s.ready[j] === null && s.desired[j] === null && s.panic[j] === null) continue;
-      b.present = true;
-      if (s.ready[j] !== null) b.ready = s.ready[j];
-      if (s.desired[j] !== null) b.desired = s.desired[j];
-      b.panic = b.panic || Boolean(s.panic[j]);
-      b.schedule = b.schedule || Boolean(s.schedule[j]);
-      s.metrics.forEach((m, mi) => {
-        const v = m.values[j], t = m.targets[j];
-        if (v !== null) b.metric[mi] = Math.max(b.metric[mi] ?? -Infinity, v);
-        if (t !== null && s.ready[j] !== null) b.target[mi] = Math.max(b.target[mi] ?? -Infinity, t * s.ready[j]);
-      });
-    }
-    out.push(b);
+// Put the points of the window [now - span, now] into `cols` columns: max for the metric
+// and the target line, last for replica counts, any for flags; a column without a point
+// stays empty (a gap, never a zero).
+function columns(s, t0, span, cols) {
+  const out = Array.from({ length: cols }, () => ({ metric: [], target: [], ready: null, desired: null, panic: false, schedule: false, present: false }));
+  for (let j = 0; j < s.ready.length; j++) {
+    const t = s.start + j * s.iv;
+    if (t < t0 - 1e-6) continue;
+    if (s.ready[j] === null && s.desired[j] === null && s.panic[j] === null) continue;
+    const b = out[Math.max(0, Math.min(cols - 1, Math.floor((t - t0) / span * cols)))];
+    b.present = true;
+    if (s.ready[j] !== null) b.ready = s.ready[j];
+    if (s.desired[j] !== null) b.desired = s.desired[j];
+    b.panic = b.panic || Boolean(s.panic[j]);
+    b.schedule = b.schedule || Boolean(s.schedule[j]);
+    s.metrics.forEach((m, mi) => {
+      const v = m.values[j], tv = m.targets[j];
+      if (v !== null) b.metric[mi] = Math.max(b.metric[mi] ?? -Infinity, v);
+      if (tv !== null && s.ready[j] !== null) b.target[mi] = Math.max(b.target[mi] ?? -Infinity, tv * s.ready[j]);
+    });
   }
   return out;
 }
 
-function path(points, step) {
+// An SVG path through per-column values (null = gap); steps hold each value to the next column.
+function path(values, xOf, colW, step) {
   let d = "", open = false;
-  for (const [x, y] of points) {
-    if (y === null || y === undefined) { open = false; continue; }
+  values.forEach((y, c) => {
+    if (y === null || y === undefined) { open = false; return; }
+    const x = xOf(c);
     if (!open) { d += `M${x.toFixed(1)},${y.toFixed(1)}`; open = true; }
     else if (step) d += `H${x.toFixed(1)}V${y.toFixed(1)}`;
     else d += `L${x.toFixed(1)},${y.toFixed(1)}`;
-  }
+    if (step && (c + 1 >= values.length || values[c + 1] === null || values[c + 1] === undefined)) d += `H${(x + colW).toFixed(1)}`;
+  });
   return d;
 }
 
 function draw(panel, s, p) {
   const cm = panel.chartM, cr = panel.chartR;
   cm.textContent = ""; cr.textContent = "";
-  if (!s || !s.ready.length) {
+  if (!s || !s.ready.length || state.now === null) {
     const t = svgEl("text", { x: W / 2, y: HM / 2, "text-anchor": "middle" });
     t.textContent = state.historyOff ? "history is off (--history-seconds 0)" : "no history yet";
     cm.append(t);
     return;
   }
-  const iv = s.iv;
+  const iv = s.iv, now = state.now;
   const chosen = Number($("span").value);
-  let firstPresent = s.ready.findIndex((v, i) => v !== null || s.desired[i] !== null);
-  if (firstPresent < 0) firstPresent = s.ready.length - 1;
-  const autoPts = Math.max(Math.ceil(60 / iv), s.ready.length - firstPresent);
-  const spanPts = Math.min(s.ready.length, chosen ? Math.ceil(chosen / iv) : autoPts);
-  const span = chosen ? Math.ceil(chosen / iv) : spanPts;
-  const bs = buckets(s, spanPts);
-  const n = s.ready.length, first = Math.max(0, n - spanPts);
+  const span = chosen || Math.min(state.historyLen, Math.max(60, now - s.start + iv));
+  const t0 = now - span;
   const x0 = PAD, x1 = W - 4;
-  const xOf = (idx) => x1 - (n - 1 - idx) / Math.max(1, span - 1) * (x1 - x0);
-  const size = bs.length > 1 ? bs[1].i - bs[0].i : 1;
+  const cols = Math.max(1, Math.min(x1 - x0, Math.ceil(span / iv)));
+  const colW = (x1 - x0) / cols;
+  const xOf = (c) => x0 + c * colW;
+  const bs = columns(s, t0, span, cols);
   // metric chart
   let top = 0;
-  for (const b of bs) { for (const v of b.metric) if (v !== undefined) top = Math.max(top, v); for (const v of b.target) if (v !== undefined) top = Math.max(top, v); }
+  for (const b of bs) for (const v of [...b.metric, ...b.target]) if (v !== undefined) top = Math.max(top, v);
   top = top > 0 ? top * 1.1 : 1;
   const yM = (v) => HM - 14 - (v / top) * (HM - 24);
-  shade(cm, bs, xOf, size, "schedule", "var(--sched)", HM - 12);
-  shade(cm, bs, xOf, size, "panic", "var(--panic)", HM - 12);
-  axis(cm, HM - 14, top, yM, s, first, n, iv);
+  shade(cm, bs, xOf, colW, "schedule", "var(--sched)", HM - 14);
+  shade(cm, bs, xOf, colW, "panic", "var(--panic)", HM - 14);
+  axis(cm, HM - 14, top, t0, now);
   s.metrics.forEach((m, mi) => {
-    cm.append(svgEl("path", { d: path(bs.map((b) => [xOf(b.i), b.target[mi] === undefined ? null : yM(b.target[mi])]), true),
+    cm.append(svgEl("path", { d: path(bs.map((b) => b.target[mi] === undefined ? null : yM(b.target[mi])), xOf, colW, true),
       fill: "none", stroke: "var(--target)", "stroke-width": 1.5, "stroke-dasharray": "5 3" }));
-    cm.append(svgEl("path", { d: path(bs.map((b) => [xOf(b.i), b.metric[mi] === undefined ? null : yM(b.metric[mi])]), false),
+    cm.append(svgEl("path", { d: path(bs.map((b) => b.metric[mi] === undefined ? null : yM(b.metric[mi])), xOf, colW, false),
       fill: "none", stroke: "var(--metric)", "stroke-width": 1.6, "opacity": mi ? 0.6 : 1 }));
   });
   // replicas chart
-  let rTop = Math.max(1, p.max_replicas < 50 ? p.max_replicas : 1);
+  let rTop = Math.max(1, p.max_replicas <= 20 ? p.max_replicas : 1);
   for (const b of bs) rTop = Math.max(rTop, b.ready ?? 0, b.desired ?? 0);
   rTop += 0.5;
   const yR = (v) => HR - 4 - (v / rTop) * (HR - 10);
-  shade(cr, bs, xOf, size, "panic", "var(--panic)", HR);
+  shade(cr, bs, xOf, colW, "panic", "var(--panic)", HR);
   const lbl = svgEl("text", { x: 2, y: 10 }); lbl.textContent = fmt(Math.floor(rTop)); cr.append(lbl);
   cr.append(svgEl("line", { x1: x0, x2: x1, y1: yR(0), y2: yR(0), stroke: "#d9dee4" }));
-  cr.append(svgEl("path", { d: path(bs.map((b) => [xOf(b.i), b.desired === null ? null : yR(b.desired)]), true),
+  cr.append(svgEl("path", { d: path(bs.map((b) => b.desired === null ? null : yR(b.desired)), xOf, colW, true),
     fill: "none", stroke: "var(--desired)", "stroke-width": 1.5, "stroke-dasharray": "4 2" }));
-  cr.append(svgEl("path", { d: path(bs.map((b) => [xOf(b.i), b.ready === null ? null : yR(b.ready)]), true),
+  cr.append(svgEl("path", { d: path(bs.map((b) => b.ready === null ? null : yR(b.ready)), xOf, colW, true),
     fill: "none", stroke: "var(--ready)", "stroke-width": 1.8 }));
 }
 
-function shade(svg, bs, xOf, size, flag, color, h) {
-  let startX = null;
-  const close = (x) => { if (startX !== null) { svg.append(svgEl("rect", { x: startX, y: 0, width: Math.max(1, x - startX), height: h, fill: color, opacity: 0.13 })); startX = null; } };
-  for (const b of bs) {
-    if (b[flag] && startX === null) startX = xOf(b.i);
-    if (!b[flag]) close(xOf(b.i));
-  }
-  if (bs.length) close(xOf(bs[bs.length - 1].i + size - 1) + 1);
+function shade(svg, bs, xOf, colW, flag, color, h) {
+  let start = null;
+  const close = (c) => { if (start !== null) { svg.append(svgEl("rect", { x: xOf(start), y: 0, width: Math.max(1, (c - start) * colW), height: h, fill: color, opacity: 0.13 })); start = null; } };
+  bs.forEach((b, c) => { if (b[flag]) { if (start === null) start = c; } else close(c); });
+  close(bs.length);
 }
 
-function axis(svg, yBase, top, yOf, s, first, n, iv) {
+function axis(svg, yBase, top, t0, now) {
   svg.append(svgEl("line", { x1: PAD, x2: W - 4, y1: yBase, y2: yBase, stroke: "#d9dee4" }));
   const t = svgEl("text", { x: 2, y: 10 }); t.textContent = fmt(Number(top.toPrecision(2))); svg.append(t);
-  const when = (idx) => new Date((s.start + idx * iv) * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  const a = svgEl("text", { x: PAD, y: HM - 2 }); a.textContent = when(first); svg.append(a);
-  const b = svgEl("text", { x: W - 4, y: HM - 2, "text-anchor": "end" }); b.textContent = when(n - 1); svg.append(b);
+  const when = (ts) => new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const a = svgEl("text", { x: PAD, y: HM - 2 }); a.textContent = when(t0); svg.append(a);
+  const b = svgEl("text", { x: W - 4, y: HM - 2, "text-anchor": "end" }); b.textContent = when(now); svg.append(b);
 }
 
 for (const id of ["filter", "only-problems", "span"]) $(id).addEventListener("input", () => { if (state.status) render(); });

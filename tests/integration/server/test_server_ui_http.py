@@ -63,7 +63,8 @@ async def test_history_of_one_policy(client: TestClient) -> None:
     doc = await resp.json()
     assert doc["policy"] == "ns/a"
     assert doc["history_seconds"] == 60
-    assert doc["points"] == 10
+    assert doc["seconds"] == 10
+    assert doc["points"] == 5  # from the first point present
     assert before - 1 <= doc["now"] <= time.time() + 1
     assert doc["end"] <= doc["now"] + 1
     values = [v for v in doc["metrics"][0]["values"] if v is not None]
@@ -82,7 +83,32 @@ async def test_history_of_every_policy_in_one_answer(client: TestClient) -> None
 async def test_seconds_default_to_the_buffer_and_are_capped_to_it(client: TestClient) -> None:
     for params in ({"policy": "ns/a"}, {"policy": "ns/a", "seconds": "1e9"}):
         doc = await (await client.get("/history", params=params)).json()
-        assert doc["points"] == 60
+        assert doc["seconds"] == 60
+        assert doc["points"] == 5
+
+
+async def test_every_policy_at_once_is_cut_to_a_bounded_number_of_points() -> None:
+    """200 policies x 3,600 s = 720,000 points > 500,000: each gets 2,500 s (rendered in
+    a thread, from copies)."""
+    s = HistoryStore(3600)
+    keys = [f"ns/p{i}" for i in range(200)]
+    s.sync(keys)
+    now = asyncio.get_running_loop().time()
+    for key in keys:
+        for t in (now - 3000, now - 10, now - 1):
+            point = Point(values=(1.0,), ready=1, desired=1)
+            s.record(key, t, interval=1.0, names=["m"], targets=[1.0], point=point)
+    c = await _client(s)
+    try:
+        doc = await (await c.get("/history")).json()
+    finally:
+        await c.close()
+    assert doc["seconds"] == pytest.approx(2500)
+    assert len(doc["policies"]) == 200
+    for p in doc["policies"]:
+        assert p["points"] <= 2500
+        assert p["metrics"][0]["values"][-1] == 1.0
+        assert p["metrics"][0]["values"][0] == 1.0  # the point 10 s ago starts it
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_wall_offset_turns_loop_time_into_unix_time() -> None:
     rec(s, 7.2, 1.0)
     w = s.window(KEY, now=7.5, seconds=2, wall_offset=1_700_000_000.0)
     assert w is not None
-    assert (w["start"], w["end"]) == (1_700_000_006.0, 1_700_000_007.0)
+    assert (w["start"], w["end"]) == (1_700_000_007.0, 1_700_000_007.0)
 
 
 def test_skipped_ticks_are_gaps_never_zeros() -> None:
@@ -84,7 +84,7 @@ def test_skipped_ticks_are_gaps_never_zeros() -> None:
     w = window(s, now=4.5, seconds=4)
     assert w["metrics"][0]["values"] == [5.0, None, None, 6.0]
     assert w["ready"] == [1, None, None, 1]
-    assert w["panic"] == [False, None, None, False]
+    assert w["panic"] == [0, None, None, 0]
 
 
 def test_no_data_and_no_decision_are_null() -> None:
@@ -101,9 +101,9 @@ def test_flags() -> None:
     rec(s, 1.0, 1.0, panic=True)
     rec(s, 2.0, 1.0, error=True)
     w = window(s, now=2.5, seconds=2)
-    assert w["panic"] == [True, False]
-    assert w["error"] == [False, True]
-    assert w["schedule"] == [False, False]
+    assert w["panic"] == [1, 0]
+    assert w["error"] == [0, 1]
+    assert w["schedule"] == [0, 0]
 
 
 def test_the_ring_keeps_only_its_capacity_and_overwrites_the_oldest() -> None:
@@ -123,7 +123,7 @@ def test_a_gap_longer_than_the_buffer_clears_it() -> None:
         rec(s, float(t), 1.0)
     rec(s, 100.0, 2.0)
     w = window(s, now=100.5, seconds=4)
-    assert w["metrics"][0]["values"] == [None, None, None, 2.0]
+    assert w["metrics"][0]["values"] == [2.0]  # lists start at the first point present
 
 
 def test_stale_slots_of_the_previous_lap_are_not_shown_ahead_of_the_head() -> None:
@@ -140,9 +140,11 @@ def test_the_window_ends_at_the_newest_point_while_this_tick_is_still_to_come() 
     s = store_with()
     rec(s, 3.6, 1.0)  # a policy in a late slot: tick 3
     w = window(s, now=4.1, seconds=2)  # tick 4 has begun, its slot not yet
-    assert (w["end"], w["metrics"][0]["values"]) == (3.0, [None, 1.0])
-    w = window(s, now=5.1, seconds=2)  # a whole tick missed: the gap shows
-    assert (w["end"], w["metrics"][0]["values"]) == (5.0, [None, None])
+    assert (w["end"], w["metrics"][0]["values"]) == (3.0, [1.0])
+    w = window(s, now=5.1, seconds=3)  # a whole tick missed: the gap shows
+    assert (w["end"], w["metrics"][0]["values"]) == (5.0, [1.0, None, None])
+    w = window(s, now=5.1, seconds=2)  # nothing in the window: no points, but its end
+    assert (w["end"], w["points"], w["ready"]) == (5.0, 0, [])
 
 
 def test_the_same_tick_again_overwrites_and_a_tick_older_than_the_buffer_is_dropped() -> None:
@@ -151,7 +153,8 @@ def test_the_same_tick_again_overwrites_and_a_tick_older_than_the_buffer_is_drop
     rec(s, 10.9, 2.0)  # same tick
     rec(s, 2.0, 99.0)  # older than the buffer
     w = window(s, now=10.95, seconds=4)
-    assert w["metrics"][0]["values"] == [None, None, None, 2.0]
+    assert w["metrics"][0]["values"] == [2.0]
+    assert w["start"] == 10.0
 
 
 def test_float32_values_come_back_readable() -> None:
@@ -236,7 +239,8 @@ def test_an_interval_change_starts_afresh() -> None:
     rec(s, 4.0, 2.0, interval=2.0)
     h = s.get(KEY)
     assert h is not None and (h.interval, h.capacity) == (2.0, 5)
-    assert window(s, now=4.5, seconds=10)["metrics"][0]["values"] == [None] * 4 + [2.0]
+    w = window(s, now=4.5, seconds=10)
+    assert (w["start"], w["metrics"][0]["values"]) == (4.0, [2.0])
 
 
 def test_the_bound_one_hour_at_one_second_for_a_thousand_policies() -> None:

@@ -109,6 +109,24 @@ def _unique(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _values(raw: list[float], present: list[bool]) -> list[float | None]:
+    """`_f32` of each present value (memoized: a metric repeats its values a lot)."""
+    seen: dict[float, float | None] = {}
+    out: list[float | None] = []
+    for v, ok in zip(raw, present, strict=True):
+        if not ok or v != v:  # absent, or NaN: no data
+            out.append(None)
+            continue
+        got = seen.get(v, _MISSING)
+        if got is _MISSING:
+            got = seen[v] = _f32(v)
+        out.append(got)  # type: ignore[arg-type]
+    return out
+
+
+_MISSING = object()
+
+
 class PolicyHistory:
     """The ring buffers of one policy; see the module docstring for layout and bound."""
 
@@ -324,16 +342,12 @@ class Snapshot:
             ]
 
         metrics = []
-        ticks = range(start, self.end + 1)
         for (name, vals), (_, changes) in zip(self.values, self.targets, strict=True):
             metrics.append(
                 {
                     "name": name,
-                    "values": [
-                        (_f32(v) if ok else None)
-                        for v, ok in zip(vals[first:].tolist(), present, strict=True)
-                    ],
-                    "targets": _targets_at(changes, ticks),
+                    "values": _values(vals[first:].tolist(), present),
+                    "targets": _target_changes(changes, start),
                 }
             )
         return {
@@ -350,16 +364,16 @@ class Snapshot:
         }
 
 
-def _targets_at(changes: Sequence[tuple[int, float]], ticks: range) -> list[float | None]:
-    """The target in force at each tick, from (first tick, target) change points."""
-    out: list[float | None] = []
-    j = 0
-    current: float | None = None
-    for t in ticks:
-        while j < len(changes) and changes[j][0] <= t:
-            current = changes[j][1]
-            j += 1
-        out.append(current)
+def _target_changes(changes: Sequence[tuple[int, float]], start: int) -> list[list[float]]:
+    """`[[index, target], …]`: the target in force from each index of the series on (index 0
+    is its first point): targets rarely change, so not one per point."""
+    out: list[list[float]] = []
+    for tick, target in changes:
+        index = max(0, tick - start)
+        if out and out[-1][0] == index:
+            out[-1][1] = target
+        else:
+            out.append([index, target])
     return out
 
 

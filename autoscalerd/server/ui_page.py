@@ -123,13 +123,24 @@ async function getJSON(path) {
   return body;
 }
 
+// Targets come as [[index, target], ...] change points; the page keeps one per point.
+function expand(changes, n) {
+  const out = new Array(n).fill(null);
+  let j = 0, cur = null;
+  for (let i = 0; i < n; i++) {
+    while (j < changes.length && changes[j][0] <= i) { cur = changes[j][1]; j++; }
+    out[i] = cur;
+  }
+  return out;
+}
+
 // Merge a /history window into the series the page holds (by time, not by position).
 function merge(old, w) {
   if (!w || !w.points) return old;
   const iv = w.interval_seconds;
   const fresh = { start: w.start, iv: iv, ready: w.ready.slice(), desired: w.desired.slice(),
     panic: w.panic.slice(), schedule: w.schedule.slice(), error: w.error.slice(),
-    metrics: w.metrics.map((m) => ({ name: m.name, values: m.values.slice(), targets: m.targets.slice() })) };
+    metrics: w.metrics.map((m) => ({ name: m.name, values: m.values.slice(), targets: expand(m.targets, w.points) })) };
   if (!old || old.iv !== iv || old.metrics.map((m) => m.name).join() !== fresh.metrics.map((m) => m.name).join()) return fresh;
   const off = Math.round((w.start - old.start) / iv);
   if (off < 0 || off - old.ready.length > Math.ceil(state.historyLen / iv)) return fresh;

@@ -65,7 +65,7 @@ def test_points_come_back_in_time_order_with_time_derived_from_the_index() -> No
     assert w["ready"] == [0, 1, 2, 3, 4]
     assert w["desired"] == [1, 2, 3, 4, 5]
     assert w["metrics"] == [
-        {"name": "m", "values": [0.0, 10.0, 20.0, 30.0, 40.0], "targets": [20.0] * 5}
+        {"name": "m", "values": [0.0, 10.0, 20.0, 30.0, 40.0], "targets": [[0, 20.0]]}
     ]
 
 
@@ -211,9 +211,9 @@ def test_a_changed_spec_keeps_columns_by_name_and_adds_or_drops_others() -> None
     assert [m["name"] for m in w["metrics"]] == ["a", "c"]
     a, c = w["metrics"]
     assert a["values"] == [1.0, 2.0]
-    assert a["targets"] == [10.0, 15.0]
+    assert a["targets"] == [[0, 10.0], [1, 15.0]]  # (index, target in force from there)
     assert c["values"] == [None, 2.0]
-    assert c["targets"] == [None, 30.0]
+    assert c["targets"] == [[1, 30.0]]
 
 
 def test_two_sources_on_one_metric_get_distinct_columns() -> None:
@@ -230,7 +230,7 @@ def test_target_change_points_are_pruned_but_the_one_in_force_stays() -> None:
     h = s.get(KEY)
     assert h is not None
     assert h._targets["m"] == [(4, 5.0)]
-    assert window(s, now=6.5, seconds=3)["metrics"][0]["targets"] == [5.0, 5.0, 5.0]
+    assert window(s, now=6.5, seconds=3)["metrics"][0]["targets"] == [[0, 5.0]]
 
 
 def test_an_interval_change_starts_afresh() -> None:

@@ -7,7 +7,8 @@ later ones only for the seconds since the last answer, merged into what the page
 panel per policy: the metric (the tick's total over the counted pods) against target × ready,
 ready and desired replicas as steps, panic (and schedule) windows shaded, the last reason and
 the last error in words. Policies with a problem (an error, no decision, missing data) come
-first; a filter box narrows the list. Refreshing pauses while the tab is hidden.
+first; a filter box narrows the list. Refreshing pauses while the tab is hidden, and charts
+are drawn only for panels on (or near) the screen, so 100 policies cost what a few do.
 
 Everything that comes from the daemon is written with `textContent` or as numbers into SVG
 attributes, never as markup. For tests, `document.body.dataset.refreshes` counts completed
@@ -228,7 +229,9 @@ function makePanel(k) {
   for (const [color, text] of [["--ready", "ready"], ["--desired", "desired"]]) {
     const s = el("span"); const i = el("i"); i.style.background = `var(${color})`; s.append(i, text); legend2.append(s);
   }
-  return { root, parts, now, chartM, chartR, reason, error, sig: "" };
+  const panel = { root, parts, now, chartM, chartR, reason, error, visible: false, stale: true, p: null };
+  onScreen.observe(root);
+  return panel;
 }
 
 function field(parent, label, value, name) {
@@ -265,7 +268,7 @@ function render() {
     shown += 1;
     fill(panel, p);
   }
-  for (const [k, panel] of state.panels) if (!live.has(k)) { panel.root.remove(); state.panels.delete(k); }
+  for (const [k, panel] of state.panels) if (!live.has(k)) { onScreen.unobserve(panel.root); panel.root.remove(); state.panels.delete(k); }
   $("empty").hidden = shown > 0 || policies.length === 0;
   if (policies.length === 0) { $("empty").hidden = false; $("empty").textContent = "The daemon runs no policy."; }
 }
@@ -301,8 +304,20 @@ function fill(panel, p) {
   panel.error.classList.toggle("none", !p.last_error);
   panel.error.append("last error: ", e);
   if (p.last_error && p.errors && p.errors.length > 1) panel.error.append(` (+${p.errors.length - 1} more)`);
-  draw(panel, state.series.get(k), p);
+  panel.p = p;
+  if (panel.visible) draw(panel, state.series.get(k), p);
+  else panel.stale = true;
 }
+
+// Charts are drawn only for panels on (or near) the screen: at 100 policies most are not.
+const onScreen = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    const panel = state.panels.get(e.target.dataset.policy);
+    if (!panel) continue;
+    panel.visible = e.isIntersecting;
+    if (panel.visible && panel.stale && panel.p) { panel.stale = false; draw(panel, state.series.get(panel.root.dataset.policy), panel.p); }
+  }
+}, { rootMargin: "300px" });
 
 // Put the points of the window [now - span, now] into `cols` columns: max for the metric
 // and the target line, last for replica counts, any for flags; a column without a point

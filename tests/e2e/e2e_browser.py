@@ -70,6 +70,7 @@ class Browser:
     ) -> Browser:
         profile = workdir / "chromium-profile"
         profile.mkdir(parents=True, exist_ok=True)
+        (profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile's is stale
         log = open(workdir / "chromium.log", "wb")  # noqa: SIM115 - handed to the child
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -7,9 +7,13 @@ Exit codes: 0 success, 2 bad configuration or usage, 1 fatal runtime error (or, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
+import shutil
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -101,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env_flag("LEADER_ELECT"),
         help="take part in Lease-based leader election; only the leader scales",
     )
+    run.add_argument(
+        "--history-seconds",
+        type=_history_seconds,
+        default=_env("HISTORY_SECONDS", "3600"),
+        metavar="SECONDS",
+        help="how far back /history and /ui look (in-memory, about 9 bytes per policy per "
+        "interval and metric); 0 turns it off (default 3600)",
+    )
     _add_logging(run)
 
     validate = sub.add_parser("validate", help="check policy files; print FILE:LINE: problems")
@@ -139,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the daemon's --listen address (default http://127.0.0.1:8080)",
     )
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw every interval until Ctrl-C (plain lines when not on a terminal)",
+    )
+    status.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="with --watch: seconds between redraws (default: the daemon's scrape interval)",
+    )
 
     demo = sub.add_parser("demo", help="run the daemon against the built-in sandbox cluster")
     demo.add_argument(
@@ -155,6 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _history_seconds(text: str) -> float:
+    from autoscalerd.server.history import MAX_HISTORY_SECONDS
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_HISTORY_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be between 0 (off) and {MAX_HISTORY_SECONDS:g} seconds"
+        )
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
 
 
 def _add_logging(p: argparse.ArgumentParser) -> None:
@@ -187,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         return _simulate(args)
     if args.command == "status":
+        if args.interval is not None and not args.watch:
+            parser.error("--interval needs --watch")
+        if args.watch:
+            return _status_watch(args.url, interval=args.interval, raw=args.json, out=sys.stdout)
         return _status(args.url, raw=args.json, out=sys.stdout)
     if args.command == "demo":
         return _demo(args)
@@ -224,6 +275,7 @@ def _run(args: argparse.Namespace) -> int:
         leader_elect=args.leader_elect,
         log_format=args.log_format,
         log_level=args.log_level,
+        history_seconds=args.history_seconds,
     )
     return run_daemon(options)
 
@@ -261,14 +313,25 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
 
-def _status(url: str, *, raw: bool, out: TextIO) -> int:
-    base = url if "://" in url else f"http://{url}"
+def _base_url(url: str) -> str:
+    return (url if "://" in url else f"http://{url}").rstrip("/")
+
+
+def _fetch_status(base: str) -> Any:
+    """The daemon's `/status` document; raises OSError or ValueError with the reason."""
     try:
-        with urllib.request.urlopen(base.rstrip("/") + "/status", timeout=5) as resp:
-            payload: Any = json.loads(resp.read(8 * 1024 * 1024))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        print(f"autoscalerd status: cannot reach {base}/status: {reason}", file=sys.stderr)
+        with urllib.request.urlopen(base + "/status", timeout=5) as resp:
+            return json.loads(resp.read(8 * 1024 * 1024))
+    except urllib.error.URLError as exc:
+        raise OSError(str(exc.reason)) from exc
+
+
+def _status(url: str, *, raw: bool, out: TextIO) -> int:
+    base = _base_url(url)
+    try:
+        payload = _fetch_status(base)
+    except (OSError, ValueError) as exc:
+        print(f"autoscalerd status: cannot reach {base}/status: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     if raw:
         json.dump(payload, out, indent=2)
@@ -276,6 +339,58 @@ def _status(url: str, *, raw: bool, out: TextIO) -> int:
         return EXIT_OK
     print(format_status(payload), file=out)
     return EXIT_OK
+
+
+WATCH_DEFAULT_SECONDS = 1.0
+"""`status --watch` interval when neither --interval nor the daemon says (unreachable)."""
+
+
+def _status_watch(url: str, *, interval: float | None, raw: bool, out: TextIO) -> int:
+    """Redraw the table every interval until Ctrl-C (exit 0). On a terminal the screen is
+    redrawn in place; otherwise each round is printed below the last, after a stamp line.
+    An unreachable daemon is shown (and retried), not fatal: a watch outlives restarts."""
+    base = _base_url(url)
+    tty = out.isatty()
+    next_at = time.monotonic()
+    try:
+        while True:
+            every = interval
+            try:
+                payload = _fetch_status(base)
+                body = json.dumps(payload, indent=2) if raw else format_status(payload)
+                if every is None and isinstance(payload, dict):
+                    every = payload.get("scrape_interval_seconds")
+            except (OSError, ValueError) as exc:
+                body = f"cannot reach {base}/status: {exc} (retrying)"
+            if not isinstance(every, int | float) or not every > 0:
+                every = WATCH_DEFAULT_SECONDS
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            if tty:
+                width = shutil.get_terminal_size().columns
+                lines = [
+                    f"every {every:g}s: autoscalerd status {base}   {stamp}",
+                    "",
+                    *body.splitlines(),
+                ]
+                out.write(
+                    "\x1b[H" + "".join(line[:width] + "\x1b[K\n" for line in lines) + "\x1b[J"
+                )
+            else:
+                out.write(f"--- {stamp} {base}/status\n{body}\n")
+            out.flush()
+            next_at += every
+            delay = next_at - time.monotonic()
+            if delay < 0:  # fell behind (slow answer): start the schedule afresh
+                next_at, delay = time.monotonic(), 0.0
+            time.sleep(delay)
+    except KeyboardInterrupt:
+        if tty:
+            out.write("\n")
+        return EXIT_OK
+    except BrokenPipeError:  # `status --watch | head`
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_OK
 
 
 def format_status(payload: Any) -> str:

@@ -3,7 +3,8 @@
 Starts the sandbox cluster with a `metrics-server` Deployment in `kube-system` whose pods serve
 `go_threads` over HTTPS with self-signed certificates (as metrics-server does), runs the real
 `autoscalerd run` process against it with the seed's KPA policy, varies the load, and prints
-one line per second: load, ready pods, the daemon's decision and the replicas. Ends by itself
+one line per second: load, ready pods, the daemon's decision and the replicas. Prints the
+address of the daemon's `/ui` page, which is up for as long as the demo runs. Ends by itself
 with a summary.
 """
 
@@ -141,6 +142,7 @@ async def _demo(
                   policy   KPA, targetValue 20 per pod, 1..4 replicas   ({policy_file})
                   daemon   autoscalerd run --kubeconfig {sb.kubeconfig_path}
                   logs     {log_file}
+                  ui       http://127.0.0.1:{port}/ui   (live while the demo runs; also: autoscalerd status --watch --url 127.0.0.1:{port})
                 """
             ),
             file=out,

@@ -69,6 +69,12 @@ BENCHES = [
         ("--warmup", "10", "--seconds", "20"),
         300,
     ),
+    Bench(
+        "daemon_history",
+        "real daemon, 100 policies x 10 pods: /history buffers off vs on vs an open /ui (README-daemon.md)",
+        ("--warmup", "5", "--seconds", "15"),
+        420,
+    ),
 ]
 BY_NAME = {b.name: b for b in BENCHES}
 

@@ -21,3 +21,5 @@ class RunOptions:
     leader_elect: bool = False
     log_format: str | None = None
     log_level: str = "info"
+    history_seconds: float = 3600.0
+    """How far back /history and /ui look (in-memory ring buffers); 0 turns them off."""

@@ -43,6 +43,11 @@ class Problems:
         if self._current.pop(key, None) is not None:
             self._log.info("recovered", step=key.split(":")[0], **fields)
 
+    @property
+    def active(self) -> bool:
+        """Whether any problem is current."""
+        return bool(self._current)
+
     def has(self, key: str) -> bool:
         return key in self._current
 

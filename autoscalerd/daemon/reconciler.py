@@ -31,6 +31,7 @@ from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
 from autoscalerd.scaling.autoscaler import Autoscaler, Decision, SourceSample, Tick
 from autoscalerd.scrape.client import ScrapeOutcome
+from autoscalerd.server.history import HistoryStore, Point
 from autoscalerd.server.metrics import DaemonMetrics
 
 __all__ = ["DaemonContext", "PolicyReconciler", "effective_source"]
@@ -70,6 +71,8 @@ class DaemonContext:
     write_permission: Callable[[], tuple[bool, float | None]] = field(default=lambda: (True, None))
     """(may write, deadline in `clock.now()` time): leader election plugs in here."""
     clock: Clock = LOOP_CLOCK
+    history: HistoryStore | None = None
+    """Per-policy ring buffers behind /history and /ui (None: --history-seconds 0)."""
 
 
 def _utc(wall: float) -> str:
@@ -107,6 +110,8 @@ class PolicyReconciler:
         self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         """This policy's children of the labelled metrics, by (id(metric), extra label values):
         `labels()` takes a lock and builds a key on every call."""
+        # -- issue 15 (seeing it): targets and "data since" as metrics, for dashboards/alerts
+        ctx.metrics.policy_started(policy.namespace, policy.name, policy.sources, ctx.clock.wall())
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -365,6 +370,24 @@ class PolicyReconciler:
                     pass
         if decision.desired is not None:
             self._child(m.desired_replicas).set(decision.desired)
+        # -- issue 15 (seeing it): the data timestamp for alerts, one point for /history --
+        if any(v is not None for v in decision.values):
+            self._child(m.last_data_timestamp_seconds).set(self._last_decision_at)
+        if self.ctx.history is not None:
+            self.ctx.history.record(
+                p.key,
+                self.ctx.clock.now(),
+                interval=self.ctx.daemon.scrape_interval_seconds,
+                names=[s.target_metric for s in p.sources],
+                targets=[s.target_value for s in p.sources],
+                point=Point(
+                    values=decision.values,
+                    ready=self._ready,
+                    desired=decision.desired,
+                    panic=decision.mode == "panic",
+                    error=self.problems.active,
+                ),
+            )
         if decision.mode:
             self._child(m.panic_mode).set(1 if decision.mode == "panic" else 0)
         if decision.mode and prev and decision.mode != prev:

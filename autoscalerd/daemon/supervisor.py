@@ -37,6 +37,7 @@ from autoscalerd.kube.errors import KubeError
 from autoscalerd.logconfig import configure_logging
 from autoscalerd.scrape.client import Scraper
 from autoscalerd.server.app import HttpServer, parse_listen
+from autoscalerd.server.history import HistoryStore
 from autoscalerd.server.metrics import DaemonMetrics
 
 __all__ = ["ConnectKube", "Supervisor", "connect_cluster", "new_scraper", "run_daemon"]
@@ -144,6 +145,8 @@ class Supervisor:
         self._exit_code = 0
         self._file_stamps = self._stamp_files()
         self._background: set[asyncio.Task[Any]] = set()
+        # issue 15: the buffers behind /history and /ui (None: --history-seconds 0)
+        self.history = HistoryStore(options.history_seconds) if options.history_seconds else None
 
     # -- StatusSource for the HTTP server ---------------------------------------------------
 
@@ -198,7 +201,7 @@ class Supervisor:
             except KubeError as exc:
                 log.error("cannot load Kubernetes credentials", error=str(exc))
                 return 1
-            server = HttpServer(self, self.metrics, self.options.listen)
+            server = HttpServer(self, self.metrics, self.options.listen, history=self.history)
             try:
                 await server.start()
             except OSError as exc:
@@ -212,7 +215,9 @@ class Supervisor:
                 dry_run=self.options.dry_run,
                 insecure_default=self.options.insecure_skip_tls_verify,
                 clock=self.clock,
+                history=self.history,
             )
+            self.metrics.scrape_interval_seconds.set(self.config.daemon.scrape_interval_seconds)
             if self.options.insecure_skip_tls_verify:
                 log.warning(
                     "--insecure-skip-tls-verify: metric sources that do not set "
@@ -346,6 +351,8 @@ class Supervisor:
             self.reconcilers[key] = (reconciler, task)
         # keep file order for /status
         self.reconcilers = {k: self.reconcilers[k] for k in wanted}
+        if self.history is not None:  # issue 15: same keys keep their history, gone ones freed
+            self.history.sync(wanted)
 
     async def _reload_loop(self) -> None:
         while True:
@@ -374,6 +381,7 @@ class Supervisor:
             self.ctx.scraper = self._make_scraper(config.daemon)
             self.ctx.daemon = config.daemon
             self._spawn_close_later(old_scraper)
+            self.metrics.scrape_interval_seconds.set(config.daemon.scrape_interval_seconds)
         self._apply_policies(config)
         self.metrics.config_reloads_total.labels("ok").inc()
         log.info("configuration reloaded", policies=len(config.policies))

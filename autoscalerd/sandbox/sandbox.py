@@ -89,6 +89,12 @@ class Sandbox:
         self.metrics_client_key_file = creds.metrics_client_key_file
 
     @property
+    def api_ca(self):
+        """The CA (trustme) that signs the API server's and its clients' certificates: tests
+        issue further client certificates with it (available once started)."""
+        return self._creds.api_ca
+
+    @property
     def deletion_grace_seconds(self) -> float:
         """How long a deleted pod stays (terminating) before it is gone."""
         return self._controller.deletion_grace_seconds

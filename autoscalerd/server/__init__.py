@@ -1,1 +1,1 @@
-"""The HTTP endpoints: /healthz, /readyz, /metrics, /status."""
+"""The HTTP endpoints: /healthz, /readyz, /metrics, /status, and /ui with its /history."""

@@ -1,4 +1,5 @@
-"""The HTTP endpoints of DESIGN.md §4: /healthz, /readyz, /metrics, /status.
+"""The HTTP endpoints of DESIGN.md §4: /healthz, /readyz, /metrics, /status (and §9's /ui and
+/history, in ui.py).
 
 The app reads state through a small `StatusSource` protocol that the daemon implements, so the
 server does not import the daemon (dependencies point down).
@@ -12,7 +13,9 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from autoscalerd.server.history import HistoryStore
 from autoscalerd.server.metrics import DaemonMetrics
+from autoscalerd.server.ui import add_ui_routes
 
 __all__ = ["HttpServer", "StatusSource", "build_app", "parse_listen"]
 
@@ -55,7 +58,9 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=str) + "\n"
 
 
-def build_app(source: StatusSource, metrics: DaemonMetrics) -> web.Application:
+def build_app(
+    source: StatusSource, metrics: DaemonMetrics, history: HistoryStore | None = None
+) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app[_SOURCE] = source
     app[_METRICS] = metrics
@@ -63,6 +68,7 @@ def build_app(source: StatusSource, metrics: DaemonMetrics) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/status", _status)
+    add_ui_routes(app, history)
     return app
 
 
@@ -80,8 +86,14 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class HttpServer:
     """Runs the app on `--listen`; `start()` raises OSError when the address is taken."""
 
-    def __init__(self, source: StatusSource, metrics: DaemonMetrics, listen: str) -> None:
-        self._app = build_app(source, metrics)
+    def __init__(
+        self,
+        source: StatusSource,
+        metrics: DaemonMetrics,
+        listen: str,
+        history: HistoryStore | None = None,
+    ) -> None:
+        self._app = build_app(source, metrics, history)
         self._host, self._port = parse_listen(listen)
         self._runner: web.AppRunner | None = None
         self.bound: tuple[str, int] | None = None

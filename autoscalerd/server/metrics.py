@@ -6,7 +6,9 @@ global default registry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -94,6 +96,34 @@ class DaemonMetrics:
             "1 while this instance may write (leader, or leader election off), else 0.",
             registry=r,
         )
+        # For dashboards and alert rules (issue 15): the target line, "without data for
+        # 5 minutes" and "tick lag above one interval" need these.
+        self.target_value = Gauge(
+            "autoscalerd_target_value",
+            "A metric source's targetValue (per pod; the policy aims at target x ready pods).",
+            ["namespace", "autoscaler", "metric"],
+            registry=r,
+        )
+        self.last_data_timestamp_seconds = Gauge(
+            "autoscalerd_last_data_timestamp_seconds",
+            "Unix time of the policy's last tick with data (its start, until it has had any).",
+            ["namespace", "autoscaler"],
+            registry=r,
+        )
+        self.scrape_interval_seconds = Gauge(
+            "autoscalerd_scrape_interval_seconds",
+            "The scrape interval in force (one tick per policy per interval).",
+            registry=r,
+        )
+
+    def policy_started(
+        self, namespace: str, name: str, sources: Iterable[Any], wall_now: float
+    ) -> None:
+        """Set a new policy's targets, and its data timestamp to its start (so a policy that
+        never gets data shows as "no data since it started")."""
+        for source in sources:
+            self.target_value.labels(namespace, name, source.target_metric).set(source.target_value)
+        self.last_data_timestamp_seconds.labels(namespace, name).set(wall_now)
 
     def forget_policy(self, namespace: str, name: str) -> None:
         """Drop the series of a policy that was removed by a reload."""
@@ -102,6 +132,7 @@ class DaemonMetrics:
             self.current_replicas,
             self.ready_pods,
             self.panic_mode,
+            self.last_data_timestamp_seconds,
         ):
             try:
                 metric.remove(namespace, name)
@@ -109,6 +140,7 @@ class DaemonMetrics:
                 pass
         for labelled in (
             self.metric_value,
+            self.target_value,
             self.scrapes_total,
             self.scale_operations_total,
             self.decisions_total,

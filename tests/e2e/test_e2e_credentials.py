@@ -177,7 +177,7 @@ def serial_of(cert_file: Path) -> str:
 
 def rotate_client_cert(sb: Sandbox, tmp_path: Path, stem: str) -> str:
     """Issue a new client certificate, make it the plugin's current one; return its serial."""
-    files = certs.issue(sb._api_ca, tmp_path / "issued", stem, "exec-user", common_name="exec")
+    files = certs.issue(sb.api_ca, tmp_path / "issued", stem, "exec-user", common_name="exec")
     current = tmp_path / "current"
     current.mkdir(exist_ok=True)
     (current / "tls.key").write_bytes(files.key_file.read_bytes())

@@ -289,7 +289,7 @@ def serial_of(cert_file: Path) -> str:
 def issue_client_cert(sb: Sandbox, directory: Path, stem: str, current: Path) -> str:
     """Issue a client certificate from the API CA, make it the plugin's current one, and
     return its serial."""
-    files = certs.issue(sb._api_ca, directory, stem, "exec-user", common_name="exec-user")
+    files = certs.issue(sb.api_ca, directory, stem, "exec-user", common_name="exec-user")
     (current / "tls.crt").write_bytes(files.cert_file.read_bytes())
     (current / "tls.key").write_bytes(files.key_file.read_bytes())
     return serial_of(files.cert_file)

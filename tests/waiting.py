@@ -37,3 +37,19 @@ async def wait_for(
             name = getattr(condition, "__name__", "condition")
             raise AssertionError(f"not true within {timeout:g}s: {detail or name}")
         await asyncio.sleep(POLL_SECONDS)
+
+
+async def wait_until(
+    condition: Callable[[], object],
+    what: str,
+    *,
+    timeout: float = 5.0,
+    state: Callable[[], object] | None = None,
+) -> None:
+    """`wait_for` with the awaited state named, and what the test saw instead at the deadline
+    (`state()`): "not true within 5s: two pods (state: ['a'])"."""
+
+    def describe() -> str:
+        return f"{what} (state: {state()!r})" if state is not None else what
+
+    await wait_for(condition, timeout=timeout, what=describe)

@@ -8,11 +8,9 @@ would drop from 2 replicas to 1; the daemon must count the pods as missing inste
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 import trustme
 from e2e_harness import FAST, policy_yaml, write
+from waiting import wait_for
 
 from autoscalerd.sandbox import MetricsEndpoint, Sandbox
 
@@ -83,23 +82,15 @@ def truncating_tls_server(ip: str, port: int, ca: trustme.CA) -> Iterator[list[i
 
 
 def bindable(ip: str, port: int) -> bool:
+    """Whether a server can listen on ip:port now (with SO_REUSEADDR, as the truncating server
+    does: the sandbox's closed connections may sit in TIME_WAIT there for a minute)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((ip, port))
         except OSError:
             return False
     return True
-
-
-async def wait_until(predicate: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not seen within {timeout}s: {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_truncated_tls_pages_do_not_move_replicas(
@@ -120,7 +111,7 @@ async def test_truncated_tls_pages_do_not_move_replicas(
         [p] = (await daemon.status())["policies"]
         return bool(p["metrics"].get(METRIC) == 60.0 and p["desired_replicas"] == 2)
 
-    await wait_until(reading_60, "the healthy reading of 60 over 2 pods")
+    await wait_for(reading_60, timeout=15, what="the healthy reading of 60 over 2 pods")
 
     # The pods' own endpoints stop listening; servers that truncate take their addresses.
     sandbox.faults.workload(NS, NAME, "refuse")
@@ -130,7 +121,7 @@ async def test_truncated_tls_pages_do_not_move_replicas(
     async def released() -> bool:
         return all(bindable(str(pod.ip), PORT) for pod in pods)
 
-    await wait_until(released, "the sandbox releasing the pods' addresses")
+    await wait_for(released, timeout=15, what="the sandbox releasing the pods' addresses")
     ca = trustme.CA()
     with (
         truncating_tls_server(str(pods[0].ip), PORT, ca) as first,
@@ -141,14 +132,14 @@ async def test_truncated_tls_pages_do_not_move_replicas(
             [p] = (await daemon.status())["policies"]
             return dict(p) if first[0] and second[0] else None
 
-        seen = await wait_until(both_answered, "both truncating servers scraped")
+        seen = await wait_for(both_answered, timeout=15, what="both truncating servers scraped")
         ticks = int(seen["ticks"])
 
         async def a_stable_window_later() -> dict[str, Any] | None:
             [p] = (await daemon.status())["policies"]
             return dict(p) if p["ticks"] >= ticks + STABLE_WINDOW_TICKS else None
 
-        later = await wait_until(a_stable_window_later, "a stable window of ticks", timeout=30)
+        later = await wait_for(a_stable_window_later, timeout=30, what="a stable window of ticks")
         assert first[0] >= STABLE_WINDOW_TICKS // 2, "the daemon kept scraping the pods"
 
     assert sandbox.replicas(NS, NAME) == 2, sandbox.replica_history(NS, NAME)

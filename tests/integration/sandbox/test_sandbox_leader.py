@@ -10,7 +10,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
-from sandbox_waits import wait_until
+from waiting import wait_until
 
 from autoscalerd.sandbox import Sandbox
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sandbox_waits import wait_until
+from waiting import wait_until
 
 from autoscalerd.sandbox import MetricsEndpoint, Sandbox, SimPod
 

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
-from sandbox_waits import wait_until
+from waiting import wait_until
 
 from autoscalerd.sandbox import Sandbox
 

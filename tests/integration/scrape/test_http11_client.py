@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import trustme
 from aiohttp import web
-from scrape_waits import wait_until
+from waiting import wait_until
 
 from autoscalerd.config.model import (
     Authorization,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 import trustme
-from scrape_waits import wait_until
+from waiting import wait_until
 
 from autoscalerd.config.model import MetricSource, SeriesSelector, TLSConfig
 from autoscalerd.scrape.client import ScrapeOutcome, Scraper, ScrapeTarget

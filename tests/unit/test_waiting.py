@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sandbox_waits import wait_until
+from waiting import wait_until
 
 
 async def test_returns_once_the_condition_holds() -> None:
@@ -20,4 +20,4 @@ async def test_fails_with_what_and_the_state_it_saw() -> None:
     pods = ["a"]
     with pytest.raises(AssertionError) as exc:
         await wait_until(lambda: len(pods) == 2, "two pods", timeout=0.05, state=lambda: pods)
-    assert str(exc.value) == "timed out after 0.05 s waiting until two pods (state: ['a'])"
+    assert str(exc.value) == "not true within 0.05s: two pods (state: ['a'])"

@@ -8,12 +8,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["wait_for"]
+__all__ = ["wait_for", "wait_until"]
 
 T = TypeVar("T")
 
 POLL_SECONDS = 0.02
-"""How often the condition is evaluated again (it is cheap; the deadline is the bound)."""
+"""How often the condition is evaluated again by default (it is cheap; the deadline is the
+bound). A condition that costs something (an HTTP request to the daemon, JavaScript in the
+browser) passes a longer `poll`."""
 
 
 async def wait_for(
@@ -21,10 +23,12 @@ async def wait_for(
     *,
     timeout: float = 10.0,
     what: str | Callable[[], str] = "",
+    poll: float = POLL_SECONDS,
 ) -> T:
-    """Return the first truthy value of `condition()` (sync or async); raise AssertionError
-    after `timeout` seconds, saying what was awaited and, when `what` is a callable, what the
-    state was at the deadline (e.g. the last log lines)."""
+    """Return the first truthy value of `condition()` (sync or async), evaluated every `poll`
+    seconds; raise AssertionError after `timeout` seconds, saying what was awaited and, when
+    `what` is a callable, what the state was at the deadline (e.g. the last log lines).
+    An exception from `condition()` (a failed assertion in it) ends the wait at once."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -36,7 +40,7 @@ async def wait_for(
             detail = what() if callable(what) else what
             name = getattr(condition, "__name__", "condition")
             raise AssertionError(f"not true within {timeout:g}s: {detail or name}")
-        await asyncio.sleep(POLL_SECONDS)
+        await asyncio.sleep(poll)
 
 
 async def wait_until(
@@ -45,6 +49,7 @@ async def wait_until(
     *,
     timeout: float = 5.0,
     state: Callable[[], object] | None = None,
+    poll: float = POLL_SECONDS,
 ) -> None:
     """`wait_for` with the awaited state named, and what the test saw instead at the deadline
     (`state()`): "not true within 5s: two pods (state: ['a'])"."""
@@ -52,4 +57,4 @@ async def wait_until(
     def describe() -> str:
         return f"{what} (state: {state()!r})" if state is not None else what
 
-    await wait_for(condition, timeout=timeout, what=describe)
+    await wait_for(condition, timeout=timeout, what=describe, poll=poll)

@@ -15,11 +15,11 @@ import contextlib
 import itertools
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from waiting import wait_for
 
 
 def find_chromium() -> str | None:
@@ -89,21 +89,36 @@ class Browser:
         return browser
 
     async def _connect(self, port_file: Path, log: Path, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if self.proc.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError("chromium did not start:\n" + log.read_text()[-2000:])
-            await asyncio.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
+        def log_tail() -> str:
+            return log.read_text(errors="replace")[-2000:]
+
+        def port_written() -> str:
+            if self.proc.returncode is not None:
+                raise RuntimeError(f"chromium exited ({self.proc.returncode}):\n{log_tail()}")
+            return port_file.read_text().strip() if port_file.exists() else ""
+
+        port_line = await wait_for(
+            port_written,
+            timeout=timeout,
+            poll=0.05,
+            what=lambda: f"chromium did not write {port_file.name}:\n{log_tail()}",
+        )
+        port = int(port_line.split()[0])
         pages: list[dict[str, Any]] = []
-        while not pages:
+
+        async def page_targets() -> list[dict[str, Any]]:
+            nonlocal pages
             with contextlib.suppress(aiohttp.ClientError):
                 async with self.http.get(f"http://127.0.0.1:{port}/json/list") as resp:
                     pages = [t for t in await resp.json() if t.get("type") == "page"]
-            if not pages:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("chromium has no page target")
-                await asyncio.sleep(0.05)
+            return pages
+
+        await wait_for(
+            page_targets,
+            timeout=timeout,
+            poll=0.05,
+            what=lambda: f"chromium has no page target (targets of type page: {pages})",
+        )
         self.ws = await self.http.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0)
         self._reader = asyncio.get_running_loop().create_task(self._read())
         await self.send("Runtime.enable")
@@ -160,16 +175,27 @@ class Browser:
         return result["result"].get("value")
 
     async def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
-        """Poll a JavaScript expression until it is truthy; returns its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(RuntimeError):
-                value = await self.evaluate(expression)
-                if value:
-                    return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"page never satisfied {expression!r}; errors: {self.errors}")
-            await asyncio.sleep(0.1)
+        """Poll a JavaScript expression until it is truthy; returns its value (AssertionError
+        naming the expression, its last outcome and the page's errors if it never is)."""
+        last: object = None
+
+        async def value() -> Any:
+            nonlocal last
+            try:
+                last = await self.evaluate(expression)
+            except RuntimeError as e:  # e.g. the page is still loading: try again
+                last = e
+                return None
+            return last
+
+        return await wait_for(
+            value,
+            timeout=timeout,
+            poll=0.1,
+            what=lambda: (
+                f"page never satisfied {expression!r} (last: {last!r}); errors: {self.errors}"
+            ),
+        )
 
     async def screenshot(self, path: Path) -> Path:
         result = await self.send("Page.captureScreenshot", format="png")

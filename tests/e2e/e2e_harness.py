@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from waiting import wait_for
+from waiting import POLL_SECONDS, wait_for
 
 
 def free_port() -> int:
@@ -131,9 +131,12 @@ class Daemon:
         )
 
     async def wait_status(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 10.0,
+        poll: float = POLL_SECONDS,
     ) -> dict[str, Any]:
-        """The first `/status` that satisfies `predicate`."""
+        """The first `/status` that satisfies `predicate` (asked every `poll` seconds)."""
         last: dict[str, Any] = {}
 
         async def seen() -> dict[str, Any] | None:
@@ -142,7 +145,9 @@ class Daemon:
             last = await self.status()
             return last if predicate(last) else None
 
-        return await wait_for(seen, timeout=timeout, what=lambda: f"last /status: {last}")
+        return await wait_for(
+            seen, timeout=timeout, poll=poll, what=lambda: f"last /status: {last}"
+        )
 
     async def status(self) -> dict[str, Any]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:

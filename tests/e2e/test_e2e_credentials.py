@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from e2e_harness import FAST, policy_yaml, write
+from waiting import wait_for
 
 from autoscalerd.sandbox import MetricsEndpoint, Sandbox, certs
 
@@ -102,20 +102,22 @@ def events(daemon: Any, name: str) -> list[dict[str, Any]]:
 
 
 async def ticks_at_least(daemon: Any, n: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while (await daemon.status())["policies"][0]["ticks"] < n:
-        assert time.monotonic() < deadline, f"fewer than {n} ticks within {timeout}s"
-        await asyncio.sleep(0.2)  # poll interval
+    await daemon.wait_status(lambda s: s["policies"][0]["ticks"] >= n, timeout=timeout, poll=0.2)
 
 
 async def readyz_until(daemon: Any, code: int, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = await daemon.get("/readyz")
-        if status == code:
-            return body
-        assert time.monotonic() < deadline, f"/readyz never answered {code}: {status} {body}"
-        await asyncio.sleep(0.1)  # poll interval
+    last: tuple[int, str] = (0, "")
+
+    async def answered() -> tuple[int, str] | None:
+        nonlocal last
+        daemon.check_running()
+        last = await daemon.get("/readyz")
+        return last if last[0] == code else None
+
+    _, body = await wait_for(
+        answered, timeout=timeout, poll=0.1, what=lambda: f"/readyz answering {code}; last: {last}"
+    )
+    return body
 
 
 async def test_exec_plugin_with_8_second_tokens_runs_about_once_per_expiry(

@@ -8,13 +8,14 @@ import json
 import re
 import signal
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from e2e_harness import policy_yaml, write
+from waiting import wait_for
 
 from autoscalerd.sandbox import MetricsEndpoint, Sandbox
 
@@ -34,16 +35,28 @@ async def history(daemon: Any, policy: str, seconds: int = 600) -> tuple[int, di
     return code, json.loads(text)
 
 
+async def history_when(
+    daemon: Any, policy: str, done: Callable[[dict[str, Any]], bool], what: str, timeout: float = 15
+) -> dict[str, Any]:
+    """The first `/history` of `policy` that is `done` (every answer must be a 200)."""
+    last: dict[str, Any] = {}
+
+    async def seen() -> dict[str, Any] | None:
+        nonlocal last
+        code, last = await history(daemon, policy)
+        assert code == 200, last
+        return last if done(last) else None
+
+    return await wait_for(
+        seen, timeout=timeout, poll=0.1, what=lambda: f"{what}; last /history: {last}"
+    )
+
+
 async def points_at_least(daemon: Any, policy: str, n: int, timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        code, doc = await history(daemon, policy)
-        assert code == 200, doc
-        present = [v for v in doc["ready"] if v is not None]
-        if len(present) >= n:
-            return doc
-        assert time.monotonic() < deadline, doc
-        await asyncio.sleep(0.1)
+    def enough(doc: dict[str, Any]) -> bool:
+        return len([v for v in doc["ready"] if v is not None]) >= n
+
+    return await history_when(daemon, policy, enough, f"{n} points of {policy}", timeout)
 
 
 async def test_reload_keeps_a_changed_policys_history_and_frees_a_removed_one(
@@ -61,15 +74,10 @@ async def test_reload_keeps_a_changed_policys_history_and_frees_a_removed_one(
     path.write_text(app("web", target_value=10))  # web changed, old removed
     daemon.send(signal.SIGHUP)
     await daemon.wait_log(lambda d: d.get("event") == "configuration reloaded")
-    deadline = time.monotonic() + 15
-    while True:
-        code, after = await history(daemon, "shop/web")
-        assert code == 200
-        targets = after["metrics"][0]["targets"]
-        if len(targets) == 2:
-            break
-        assert time.monotonic() < deadline, after
-        await asyncio.sleep(0.1)
+    after = await history_when(
+        daemon, "shop/web", lambda doc: len(doc["metrics"][0]["targets"]) == 2, "two targets"
+    )
+    targets = after["metrics"][0]["targets"]
     assert after["start"] <= before["start"], "the points from before the reload are kept"
     assert [t for _, t in targets] == [20.0, 10.0]
     assert targets[1][0] >= len(before["ready"])
@@ -104,6 +112,15 @@ async def test_history_off_answers_404_and_the_page_still_loads(
     assert await daemon.stop() == 0
 
 
+async def ui_address(stdout: asyncio.StreamReader) -> str:
+    """The `/ui` address the demo prints (AssertionError if it ends without printing one)."""
+    while True:
+        line = (await stdout.readline()).decode()
+        assert line, "the demo ended without printing the /ui address"
+        if m := re.match(r"\s+ui\s+(http://127\.0\.0\.1:\d+/ui)\b", line):
+            return m.group(1)
+
+
 async def test_demo_prints_the_ui_address_and_it_answers_while_the_demo_runs() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "autoscalerd", "demo", "--duration", "12",
@@ -111,27 +128,27 @@ async def test_demo_prints_the_ui_address_and_it_answers_while_the_demo_runs() -
     )  # fmt: skip
     assert proc.stdout is not None
     try:
-        url = None
-        deadline = time.monotonic() + 60
-        while url is None:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
-            assert line, "the demo ended without printing the /ui address"
-            if m := re.match(r"\s+ui\s+(http://127\.0\.0\.1:\d+/ui)\b", line):
-                url = m.group(1)
-            assert time.monotonic() < deadline
+        url = await asyncio.wait_for(ui_address(proc.stdout), 60)
+        doc: dict[str, Any] = {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
-            while True:  # up while the demo runs: the page, and policies in its history
+
+            async def has_points() -> bool:  # up while the demo runs: the page, and history
+                nonlocal doc
                 try:
                     async with http.get(url) as resp:
                         assert resp.status == 200
                     async with http.get(url.replace("/ui", "/history?seconds=60")) as resp:
                         doc = await resp.json()
-                    if doc["policies"] and doc["policies"][0]["points"]:
-                        break
                 except aiohttp.ClientConnectionError:
-                    pass  # the daemon is still starting
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.2)
+                    return False  # the daemon is still starting
+                return bool(doc["policies"] and doc["policies"][0]["points"])
+
+            await wait_for(
+                has_points,
+                timeout=30,  # the demo runs for 12 s
+                poll=0.2,
+                what=lambda: f"a policy with points in the demo's /history; last: {doc}",
+            )
         rest, _ = await asyncio.wait_for(proc.communicate(), 90)
     finally:
         if proc.returncode is None:

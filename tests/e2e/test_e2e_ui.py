@@ -8,15 +8,14 @@ test's temporary directory.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e_browser import Browser, find_chromium
 from e2e_harness import policy_yaml, write
+from waiting import wait_for
 
 from autoscalerd.sandbox import MetricsEndpoint, Sandbox
 
@@ -58,6 +57,10 @@ def chromium() -> str:
     return path
 
 
+def by_name(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in status["policies"]}
+
+
 async def page_state(browser: Browser) -> dict[str, Any]:
     return dict(json.loads(await browser.evaluate(PANEL_STATE)))
 
@@ -74,13 +77,14 @@ async def test_ui_refreshes_itself_and_shows_the_current_values(
     # the wrong port: every scrape fails, no data, no decision: a problem to show first
     broken = policy_yaml(name="broken", namespace=NS, target="broken", protocol="http", port=9199)
     daemon = await start_daemon(write(tmp_path, "p.yaml", web + "---\n" + broken))
-    deadline = time.monotonic() + 20
-    while True:
-        status = {p["name"]: p for p in (await daemon.status())["policies"]}
-        if status["web"]["ticks"] >= 2 and status["broken"]["last_error"]:
-            break
-        assert time.monotonic() < deadline, status
-        await asyncio.sleep(0.1)
+    doc = await daemon.wait_status(
+        lambda doc: (
+            by_name(doc)["web"]["ticks"] >= 2 and bool(by_name(doc)["broken"]["last_error"])
+        ),
+        timeout=20,
+        poll=0.1,
+    )
+    status = by_name(doc)
 
     browser = await Browser.start(chromium, tmp_path)
     try:
@@ -96,10 +100,14 @@ async def test_ui_refreshes_itself_and_shows_the_current_values(
 
         # Change the load: the page must pick it up by itself, and then agree with /status.
         sandbox.set_load(NS, "web", METRIC, 30)
-        deadline = time.monotonic() + 30
-        while True:
+        state: dict[str, Any] = {}
+        seen: dict[str, Any] = {}
+        want: dict[str, Any] = {}
+
+        async def page_agrees() -> bool:
+            nonlocal state, seen, want
             state = await page_state(browser)
-            now = {p["name"]: p for p in (await daemon.status())["policies"]}["web"]
+            now = by_name(await daemon.status())["web"]
             fields = state["panels"]["shop/web"]["fields"]
             want = {
                 f"metric:{METRIC}": fmt(now["metrics"][METRIC]),
@@ -109,14 +117,21 @@ async def test_ui_refreshes_itself_and_shows_the_current_values(
                 "reason": now["reason"],
             }
             seen = {k: fields.get(k) for k in want}
-            if (
+            return (
                 state["refreshes"] > first["refreshes"]
                 and fields.get(f"metric:{METRIC}") == "30"
                 and seen == want
-            ):
-                break
-            assert time.monotonic() < deadline, f"page {seen} vs /status {want}"
-            await asyncio.sleep(0.2)
+            )
+
+        await wait_for(
+            page_agrees,
+            timeout=30,
+            poll=0.2,
+            what=lambda: (
+                f"the page refreshed to load 30 ({state.get('refreshes')} refreshes, "
+                f"first {first['refreshes']}): page {seen} vs /status {want}"
+            ),
+        )
         assert state["panels"]["shop/web"]["paths"] >= 2, "metric and replica lines drawn"
         assert state["order"] == ["shop/broken", "shop/web"]
 

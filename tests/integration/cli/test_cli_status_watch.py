@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+from waiting import wait_for
 
 
 class StatusServer:
@@ -71,17 +71,28 @@ async def _spawn(*args: str, stdout: Any = asyncio.subprocess.PIPE) -> asyncio.s
     )  # fmt: skip
 
 
-async def _read_until(proc: asyncio.subprocess.Process, done: Any, timeout: float = 20) -> str:
-    assert proc.stdout is not None
+async def _read_until(
+    proc: asyncio.subprocess.Process,
+    done: Any,
+    stream: asyncio.StreamReader | None = None,
+    timeout: float = 20,
+) -> str:
+    """What `proc` wrote (to its stdout, or to `stream`) once `done(text)` holds."""
+    stream = stream or proc.stdout
+    assert stream is not None
     text = ""
-    deadline = time.monotonic() + timeout
-    while not done(text):
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.returncode is not None:
-            raise AssertionError(f"not seen in time; output so far:\n{text}")
-        with contextlib.suppress(TimeoutError):
-            chunk = await asyncio.wait_for(proc.stdout.read(4096), min(left, 1.0))
-            text += chunk.decode()
+
+    async def seen() -> bool:
+        nonlocal text
+        with contextlib.suppress(TimeoutError):  # each read is bounded: the deadline counts
+            text += (await asyncio.wait_for(stream.read(4096), 1.0)).decode()
+        if done(text):
+            return True
+        if proc.returncode is not None:
+            raise AssertionError(f"exited {proc.returncode}; output so far:\n{text}")
+        return False
+
+    await wait_for(seen, timeout=timeout, what=lambda: f"output so far:\n{text}")
     return text
 
 
@@ -125,19 +136,21 @@ async def test_an_unreachable_daemon_is_shown_and_retried_not_fatal() -> None:
 
 async def test_on_a_terminal_it_redraws_in_place(server: StatusServer) -> None:
     main, sub = pty.openpty()
+    terminal = os.fdopen(main, "rb", buffering=0)
+    transport: asyncio.ReadTransport | None = None
     try:
         proc = await _spawn("--watch", "--interval", "0.2", "--url", server.url, stdout=sub)
         os.close(sub)
-        text = ""
-        deadline = time.monotonic() + 20
-        loop = asyncio.get_running_loop()
-        while text.count("\x1b[H") < 2:
-            assert time.monotonic() < deadline, text
-            text += (await loop.run_in_executor(None, os.read, main, 4096)).decode()
+        reader = asyncio.StreamReader()
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), terminal
+        )
+        text = await _read_until(proc, lambda t: t.count("\x1b[H") >= 2, stream=reader)
         assert await _interrupt(proc) == 0
     finally:
-        with contextlib.suppress(OSError):
-            os.close(main)
+        if transport is not None:
+            transport.close()
+        terminal.close()
     assert "\x1b[J" in text  # clears what is left of the previous round
     assert "every 0.2s: autoscalerd status" in text
     assert "--- " not in text

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from kube_helpers import pod_service_account
 from kubernetes_asyncio.client import Configuration
+from waiting import wait_for
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
 from autoscalerd.kube import (
@@ -129,16 +130,21 @@ def exec_kubeconfig(
     return write_kubeconfig(sb, tmp_path / "exec-kubeconfig", user=user), counter
 
 
-async def call_until(kc: KubeClient, done: Callable[[], bool], timeout: float = 10.0) -> int:
+async def call_until(
+    kc: KubeClient, done: Callable[[], bool], what: str, timeout: float = 10.0
+) -> int:
     """Read /scale (every call must succeed) until `done()`; return the number of calls."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
     calls = 0
-    while not done():
-        assert loop.time() < deadline, f"condition not met within {timeout}s"
+
+    async def called_until_done() -> bool:
+        nonlocal calls
+        if done():
+            return True
         await kc.get_scale("default", DEPLOY)
         calls += 1
-        await asyncio.sleep(0.02)  # poll interval
+        return False
+
+    await wait_for(called_until_done, timeout=timeout, what=lambda: f"{what} ({calls} calls)")
     return calls
 
 
@@ -153,7 +159,9 @@ async def test_exec_plugin_token_is_refreshed_before_its_own_expiry(
         for _ in range(5):
             await kc.get_scale("default", DEPLOY)
         assert runs.read_text() == "1"  # cached while valid
-        calls = await call_until(kc, lambda: runs.read_text() == "2")
+        calls = await call_until(
+            kc, lambda: runs.read_text() == "2", "the plugin ran a second time"
+        )
         assert calls >= 5, "not re-run at once"
         for _ in range(5):
             await kc.get_scale("default", DEPLOY)

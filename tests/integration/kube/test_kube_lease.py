@@ -7,7 +7,8 @@ import datetime
 import re
 
 import pytest
-from kube_helpers import ClientFactory, eventually
+from kube_helpers import ClientFactory
+from waiting import wait_until
 
 from autoscalerd.config.model import LeaderElection
 from autoscalerd.kube import KubeClient, LeaderElector
@@ -63,7 +64,11 @@ async def test_exactly_one_leads(sb: Sandbox, new_client: ClientFactory) -> None
         renewals.add(lease["spec"]["renewTime"])
         return len(renewals) >= 4 and b.observed_holder == "pod-a"
 
-    await eventually(renewed_several_times, timeout=5)
+    await wait_until(
+        renewed_several_times,
+        "four renewals by pod-a, with pod-b following it",
+        state=lambda: (sorted(renewals), b.observed_holder),
+    )
     assert changes == [("pod-a", True)]
     assert b.observed_holder == "pod-a"
 
@@ -85,14 +90,18 @@ async def test_release_on_stop_hands_over_at_once(sb: Sandbox, new_client: Clien
     a.start()
     assert await a.wait_leading(3)
     b.start()
-    await eventually(lambda: b.observed_holder == "pod-a")  # b follows, trying to acquire
+    await wait_until(  # b follows, trying to acquire
+        lambda: b.observed_holder == "pod-a", "b follows pod-a", state=lambda: b.observed_holder
+    )
     await a.stop()
     assert not a.is_leader
     released = sb.lease("ops", "autoscalerd")
     assert released is not None
     # released: the next retry of b finds no holder and need not wait out the lease
     assert released["spec"]["holderIdentity"] in ("", "pod-b")
-    await eventually(lambda: b.is_leader, timeout=3)
+    await wait_until(
+        lambda: b.is_leader, "b leads", timeout=3, state=lambda: sb.lease("ops", "autoscalerd")
+    )
     lease = sb.lease("ops", "autoscalerd")
     assert lease is not None
     assert lease["spec"]["holderIdentity"] == "pod-b"
@@ -106,12 +115,16 @@ async def test_crashed_leader_is_replaced_within_the_lease_duration(
     a.start()
     assert await a.wait_leading(3)
     b.start()
-    await eventually(lambda: b.observed_holder == "pod-a")
+    await wait_until(
+        lambda: b.observed_holder == "pod-a", "b follows pod-a", state=lambda: b.observed_holder
+    )
     await a.stop(release=False)  # a crash: no more renewals, no release
     lease = sb.lease("ops", "autoscalerd")
     assert lease is not None and lease["spec"]["holderIdentity"] == "pod-a"
     last_renewal = parse_micro_time(lease["spec"]["renewTime"])
-    await eventually(lambda: b.is_leader, timeout=5)
+    await wait_until(
+        lambda: b.is_leader, "b leads", timeout=5, state=lambda: sb.lease("ops", "autoscalerd")
+    )
     lease = sb.lease("ops", "autoscalerd")
     assert lease is not None
     assert lease["spec"]["holderIdentity"] == "pod-b"
@@ -152,7 +165,12 @@ async def test_leader_sees_another_holder_and_steps_down(sb: Sandbox, kc: KubeCl
     assert lease is not None
     lease["spec"]["holderIdentity"] = "intruder"
     sb.store.replace(LEASES, lease)
-    await eventually(lambda: not a.is_leader, timeout=2)
+    await wait_until(
+        lambda: not a.is_leader,
+        "a steps down",
+        timeout=2,
+        state=lambda: (a.observed_holder, sb.lease("ops", "autoscalerd")),
+    )
 
 
 async def test_default_namespace_and_identity(sb: Sandbox, kc: KubeClient) -> None:

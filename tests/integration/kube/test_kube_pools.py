@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kube_helpers import ClientFactory, eventually, pod_service_account
+from kube_helpers import ClientFactory, pod_service_account
+from waiting import wait_until
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
 from autoscalerd.kube import KubeClient, connect
@@ -39,7 +40,12 @@ async def test_150_watches_do_not_starve_calls_or_lease_renewals(
     assert await elector.wait_leading(3)
 
     caches = [kc.pods.acquire(f"ns-{i:03d}", "app=web") for i in range(WATCHES)]
-    await eventually(lambda: sb.open_watches == WATCHES, timeout=30)
+    await wait_until(
+        lambda: sb.open_watches == WATCHES,
+        "all the watches open",
+        timeout=30,
+        state=lambda: sb.open_watches,
+    )
     assert all(c.synced for c in caches)
 
     # every kind of ordinary call gets a connection (a starved call fails with its 3 s timeout)
@@ -47,7 +53,12 @@ async def test_150_watches_do_not_starve_calls_or_lease_renewals(
     assert (await kc.set_replicas("default", DEPLOY, 2)).replicas == 2
     assert await kc.server_version()
     await kc.record_event("default", DEPLOY, "Normal", "SuccessfulRescale", "to 2")
-    await eventually(lambda: "SuccessfulRescale" in sb.event_reasons("default", "web"), 3)
+    await wait_until(
+        lambda: "SuccessfulRescale" in sb.event_reasons("default", "web"),
+        "a SuccessfulRescale Event",
+        timeout=3,
+        state=lambda: sb.event_reasons("default", "web"),
+    )
     # many concurrent calls too (more than the call pool's own limit)
     results = await asyncio.gather(*(kc.get_scale("default", DEPLOY) for _ in range(120)))
     assert {r.replicas for r in results} == {2}
@@ -61,13 +72,20 @@ async def test_150_watches_do_not_starve_calls_or_lease_renewals(
         now = sb.lease("ops", "autoscalerd")
         return now is not None and now["spec"]["renewTime"] > renewed
 
-    await eventually(renewed_since, timeout=1.0)
+    await wait_until(
+        renewed_since,
+        "the lease renewed",
+        timeout=1.0,
+        state=lambda: sb.lease("ops", "autoscalerd"),
+    )
     assert elector.is_leader
     assert sb.open_watches == WATCHES  # the watches stayed open all along
 
     for c in caches:
         await kc.pods.release(c)
-    await eventually(lambda: sb.open_watches == 0, timeout=10)
+    await wait_until(
+        lambda: sb.open_watches == 0, "no watch open", timeout=10, state=lambda: sb.open_watches
+    )
 
 
 async def test_pools_share_one_token_and_close_together(sb: Sandbox, kc: KubeClient) -> None:
@@ -98,14 +116,20 @@ async def test_in_cluster_rotated_token_reaches_the_watch_pool(
     async with await connect(None, None, True, 2.0, service_account_dir=service_account) as kc:
         cache = kc.pods.acquire("default", "app=web")
         assert await cache.wait_synced(5)
-        await eventually(lambda: sb.open_watches == 1)
+        await wait_until(
+            lambda: sb.open_watches == 1, "one watch open", state=lambda: sb.open_watches
+        )
         # the kubelet rotates the projected token; the old one is refused at once
         (service_account / "token").write_text(sb.rotate_token())
         sb.faults.drop_watches()
         # only the watch reconnects (no LIST): it must send the re-read token
         await sb.scale("default", "web", 2)
         await sb.wait_for_replicas("default", "web", 2)
-        await eventually(lambda: len([p for p in cache.pods() if p.counts]) == 2)
+        await wait_until(
+            lambda: len([p for p in cache.pods() if p.counts]) == 2,
+            "two pods counted",
+            state=lambda: cache.pods(),
+        )
         assert cache.relists == 1 and cache.last_error is None
         assert not [r for r in sb.requests if r.status == 401]
 
@@ -144,10 +168,16 @@ async def test_exec_plugin_token_refreshed_after_401_serves_the_watch_pool(
         # re-run; the watch, on its own pool, then uses the refreshed token
         cache = kc.pods.acquire("default", "app=web")
         assert await cache.wait_synced(8)
-        await eventually(lambda: sb.open_watches == 1)
+        await wait_until(
+            lambda: sb.open_watches == 1, "one watch open", state=lambda: sb.open_watches
+        )
         await sb.scale("default", "web", 2)
         await sb.wait_for_replicas("default", "web", 2)
-        await eventually(lambda: len([p for p in cache.pods() if p.counts]) == 2)
+        await wait_until(
+            lambda: len([p for p in cache.pods() if p.counts]) == 2,
+            "two pods counted",
+            state=lambda: cache.pods(),
+        )
         assert runs.read_text() == "2"
         watch_statuses = {r.status for r in sb.requests if "watch=true" in r.query}
         assert 401 not in watch_statuses

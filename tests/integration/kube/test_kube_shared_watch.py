@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from kube_helpers import ClientFactory, eventually
+from kube_helpers import ClientFactory
+from waiting import wait_until
 
 from autoscalerd.kube import KubeClient, PodCache, WatchSettings
 from autoscalerd.sandbox import Sandbox
@@ -73,7 +74,7 @@ async def test_many_selectors_in_one_namespace_share_one_watch(sb: Sandbox, kc: 
         assert await cache.wait_synced(5)
     for cache in caches:
         assert names(cache) == server_side(sb, "default", cache.selector), cache.selector
-    await eventually(lambda: sb.open_watches == 1)
+    await wait_until(lambda: sb.open_watches == 1, "one watch open", state=lambda: sb.open_watches)
     lists, watches = pod_requests(sb, "default")
     assert len(lists) == 1 and len(watches) == 1
     assert not [q for q in lists + watches if "labelSelector" in q]  # filtered client-side
@@ -85,16 +86,24 @@ async def test_many_selectors_in_one_namespace_share_one_watch(sb: Sandbox, kc: 
     generations = [c.generation for c in untouched]
     await sb.scale("default", "web", 4)
     await sb.wait_for_replicas("default", "web", 4)
-    await eventually(lambda: len(by_selector["app=web"].pods()) == 4)
+    await wait_until(
+        lambda: len(by_selector["app=web"].pods()) == 4,
+        "four app=web pods",
+        state=lambda: names(by_selector["app=web"]),
+    )
     for cache in caches:
-        await eventually(lambda c=cache: names(c) == server_side(sb, "default", c.selector))
+        await wait_until(
+            lambda c=cache: names(c) == server_side(sb, "default", c.selector),
+            f"{cache.selector} agrees with the server",
+            state=lambda c=cache: (names(c), server_side(sb, "default", c.selector)),
+        )
     assert [c.generation for c in untouched] == generations
     assert sb.open_watches == 1 and pod_requests(sb, "default")[0] == lists
 
     for cache in caches:
         await kc.pods.release(cache)
     assert kc.pods.active() == [] and kc.pods.watched_namespaces() == []
-    await eventually(lambda: sb.open_watches == 0)
+    await wait_until(lambda: sb.open_watches == 0, "no watch open", state=lambda: sb.open_watches)
 
 
 async def test_pods_move_in_and_out_of_a_selector_when_labels_change(
@@ -111,19 +120,35 @@ async def test_pods_move_in_and_out_of_a_selector_when_labels_change(
     relabel(sb, "default", first, track="canary")  # moves from `stable` to `canary`
     assert await canary.wait_changed(gen, timeout=3) != gen
     assert names(canary) == [first]
-    await eventually(lambda: names(stable) == [second])
+    await wait_until(
+        lambda: names(stable) == [second],
+        "stable holds only the second pod",
+        state=lambda: names(stable),
+    )
     assert canary.pods()[0].labels["track"] == "canary"
 
     relabel(sb, "default", first, track=None)  # and back
-    await eventually(lambda: names(stable) == [first, second] and canary.pods() == [])
+    await wait_until(
+        lambda: names(stable) == [first, second] and canary.pods() == [],
+        "stable holds both pods, canary none",
+        state=lambda: (names(stable), names(canary)),
+    )
 
     relabel(sb, "default", second, app="other")  # out of both
-    await eventually(lambda: names(stable) == [first])
+    await wait_until(
+        lambda: names(stable) == [first],
+        "stable holds only the first pod",
+        state=lambda: names(stable),
+    )
     assert canary.pods() == []
     # a label change that does not concern a view leaves it alone
     gen = canary.generation
     relabel(sb, "default", first, team="blue")
-    await eventually(lambda: stable.pods()[0].labels.get("team") == "blue")
+    await wait_until(
+        lambda: stable.pods()[0].labels.get("team") == "blue",
+        "stable sees team=blue on its pod",
+        state=lambda: stable.pods(),
+    )
     assert canary.generation == gen
     assert await canary.wait_changed(gen, timeout=0.2) == gen
 
@@ -135,7 +160,7 @@ async def test_a_later_selector_is_served_from_the_running_watch(
     await sb.add_deployment("default", "api", replicas=1)
     web = kc.pods.acquire("default", "app=web")
     assert await web.wait_synced(5)
-    await eventually(lambda: sb.open_watches == 1)
+    await wait_until(lambda: sb.open_watches == 1, "one watch open", state=lambda: sb.open_watches)
     api = kc.pods.acquire("default", "app=api")
     assert api.synced  # at once: no second LIST, no second watch
     assert names(api) == server_side(sb, "default", "app=api") and len(names(api)) == 1
@@ -144,7 +169,7 @@ async def test_a_later_selector_is_served_from_the_running_watch(
     # released and acquired again after the namespace watch stopped: a fresh list and watch
     await kc.pods.release(web)
     await kc.pods.release(api)
-    await eventually(lambda: sb.open_watches == 0)
+    await wait_until(lambda: sb.open_watches == 0, "no watch open", state=lambda: sb.open_watches)
     again = kc.pods.acquire("default", "app=api")
     assert not again.synced
     assert await again.wait_synced(5) and names(again) == names(api)
@@ -177,7 +202,7 @@ async def test_list_is_paginated(sb: Sandbox, new_client: ClientFactory) -> None
     assert ["continue=" in q for q in lists] == [False, True, True]
     # the watch resumes from the list's resourceVersion: changes arrive without a re-list
     await sb.scale("default", "web", 6)
-    await eventually(lambda: len(cache.pods()) == 6)
+    await wait_until(lambda: len(cache.pods()) == 6, "six pods", state=lambda: names(cache))
     assert cache.relists == 1
 
 
@@ -187,10 +212,14 @@ async def test_many_namespaces_one_watch_each(sb: Sandbox, kc: KubeClient) -> No
         for i in range(5)
         for selector in ("app=web", "app=api", "app")
     ]
-    await eventually(lambda: sb.open_watches == 5)
+    await wait_until(
+        lambda: sb.open_watches == 5, "five watches open", state=lambda: sb.open_watches
+    )
     assert kc.pods.watched_namespaces() == [f"team-{i}" for i in range(5)]
     await asyncio.gather(*(c.wait_synced(5) for c in caches))
     for cache in caches[:3]:  # one namespace's views
         await kc.pods.release(cache)
-    await eventually(lambda: sb.open_watches == 4)
+    await wait_until(
+        lambda: sb.open_watches == 4, "four watches open", state=lambda: sb.open_watches
+    )
     assert "team-0" not in kc.pods.watched_namespaces()

@@ -438,6 +438,8 @@ class Supervisor:
         if self.ctx is not None:
             with contextlib.suppress(Exception):
                 await self.ctx.scraper.close()
+                if self.ctx.query is not None:  # issue 12: prometheus sources' session
+                    await self.ctx.query.close()
         if server is not None:
             with contextlib.suppress(Exception):
                 await server.stop()

@@ -142,7 +142,7 @@ class PrometheusQuery:
         ssl_arg: ssl.SSLContext | bool = False
         if source.protocol == "https":
             ssl_arg = self._tls.get(source.tls.merged_over(daemon.tls), url=url)
-        params = {"query": source.query, "timeout": f"{max(timeout, 0.001):.3f}s"}
+        params = {"query": source.query, "timeout": f"{max(timeout, 0.001):.3f}"}
         if self._session is None:
             self._session = aiohttp.ClientSession(trust_env=False)
         self.requests += 1

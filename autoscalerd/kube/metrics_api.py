@@ -115,7 +115,7 @@ class MetricsApi:
         return await asyncio.shield(entry[1])
 
     async def _list_pod_metrics(self, namespace: str) -> dict[str, PodUsage]:
-        op = Op("list", "pods", group=RESOURCE_METRICS, namespace=namespace)
+        op = Op("list", "pods", "metrics.k8s.io", namespace)
         path = f"/apis/{RESOURCE_METRICS}/{VERSION}/namespaces/{quote(namespace)}/pods"
         return pod_usages(await self._get(op, path, {}))
 
@@ -123,7 +123,9 @@ class MetricsApi:
         self, namespace: str, metric: str, selector: str
     ) -> dict[str, float]:
         """`namespaces/NS/pods/*/METRIC?labelSelector=…` → {pod name: value}."""
-        op = Op("get", "pods", group=CUSTOM_METRICS, namespace=namespace, name=f"*/{metric}")
+        # The resources of these two groups are metric names (`pods/<metric>`, `<metric>`):
+        # the rule that lets a reader read them is resources ["*"], as the HPA controller has.
+        op = Op("get", "*", "custom.metrics.k8s.io", namespace)
         path = (
             f"/apis/{CUSTOM_METRICS}/{VERSION}/namespaces/{quote(namespace)}/pods/*/"
             f"{quote(metric, safe='')}"
@@ -134,7 +136,7 @@ class MetricsApi:
         self, namespace: str, metric: str, label_selector: str
     ) -> list[float]:
         """`namespaces/NS/METRIC?labelSelector=…` → the items' values."""
-        op = Op("list", metric, group=EXTERNAL_METRICS, namespace=namespace)
+        op = Op("list", "*", "external.metrics.k8s.io", namespace)
         path = (
             f"/apis/{EXTERNAL_METRICS}/{VERSION}/namespaces/{quote(namespace)}/"
             f"{quote(metric, safe='')}"

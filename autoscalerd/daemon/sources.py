@@ -116,9 +116,10 @@ class SourceSampler:
                 out[i] = (sample, "ok")
             else:
                 message, result = trouble
-                self.problems.report(
-                    key, message, metric=source.target_metric, event="FailedGetMetrics"
-                )
+                # an Event only when the source has no data at all (not for new pods that
+                # have no metrics yet while the others answer)
+                event = "FailedGetMetrics" if sample.total is None else None
+                self.problems.report(key, message, metric=source.target_metric, event=event)
                 out[i] = (sample, result)
         return out
 

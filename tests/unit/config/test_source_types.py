@@ -144,3 +144,36 @@ def test_quantities(text: str | int, value: float) -> None:
 def test_bad_quantities(text: object) -> None:
     with pytest.raises(ValueError):
         parse_quantity(text)
+
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "config/examples"
+
+
+@pytest.mark.parametrize(
+    "example",
+    ["resource-cpu-hpa.yaml", "custom-metrics-kpa.yaml", "external-api-hpa.yaml",
+     "external-endpoint-apa.yaml", "prometheus-query-kpa.yaml"],
+)  # fmt: skip
+def test_simulate_takes_a_trace_for_every_source_type(tmp_path: Path, example: str) -> None:
+    (policy,) = load_config([str(EXAMPLES / example)]).policies
+    column = policy.sources[0].target_metric
+    trace = tmp_path / "t.csv"
+    rows = [f"{t},2,{100 if t < 5 else 400}" for t in range(20)]
+    trace.write_text("time,ready," + _csv(column) + "\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out.csv"
+    code = run_simulate_cli(
+        ["-c", str(EXAMPLES / example), "--trace", str(trace), "--output", str(out)]
+    )
+    assert code == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 21 and int(lines[-1].split(",")[2]) > 2, "the demand rose: it scaled up"
+
+
+def _csv(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"') else text
+
+
+def run_simulate_cli(args: list[str]) -> int:
+    from autoscalerd.cli import main
+
+    return main(["simulate", *args])

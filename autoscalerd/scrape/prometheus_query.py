@@ -140,8 +140,14 @@ class PrometheusQuery:
         if auth is not None:
             headers["Authorization"] = self._tokens.header(auth, url=url)
         ssl_arg: ssl.SSLContext | bool = False
+        server_name: str | None = None
         if source.protocol == "https":
-            ssl_arg = self._tls.get(source.tls.merged_over(daemon.tls), url=url)
+            tls = source.tls.merged_over(daemon.tls)
+            ssl_arg = self._tls.get(tls, url=url)
+            server_name = tls.server_name  # verify (and send as SNI) this name instead
+        extra: dict[str, Any] = {"headers": headers, "ssl": ssl_arg}
+        if server_name:
+            extra["server_hostname"] = server_name
         params = {"query": source.query, "timeout": f"{max(timeout, 0.001):.3f}"}
         if self._session is None:
             self._session = aiohttp.ClientSession(trust_env=False)
@@ -150,9 +156,9 @@ class PrometheusQuery:
         try:
             async with asyncio.timeout(timeout):
                 if len(source.query) > POST_ABOVE_CHARS:
-                    request = self._session.post(url, data=params, headers=headers, ssl=ssl_arg)
+                    request = self._session.post(url, data=params, **extra)
                 else:
-                    request = self._session.get(url, params=params, headers=headers, ssl=ssl_arg)
+                    request = self._session.get(url, params=params, **extra)
                 async with request as resp:
                     body = await _read_limited(resp, limit, url)
                     status = resp.status

@@ -32,7 +32,6 @@ from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
 from autoscalerd.scaling.autoscaler import Autoscaler, Decision, SourceSample, Tick
 from autoscalerd.scrape.client import ScrapeOutcome
-from autoscalerd.scrape.prometheus_query import PrometheusQuery
 from autoscalerd.server.history import HistoryStore, Point
 from autoscalerd.server.metrics import DaemonMetrics
 
@@ -78,7 +77,7 @@ class DaemonContext:
     history: HistoryStore | None = None
     """Per-policy ring buffers behind /history and /ui (None: --history-seconds 0)."""
     query: Query | None = None
-    """Runs `prometheus` sources' queries; made on first use (issue 12)."""
+    """Runs `prometheus` sources' queries (issue 12; the supervisor wires the real one)."""
 
 
 def _utc(wall: float) -> str:
@@ -381,8 +380,6 @@ class PolicyReconciler:
 
     def _env(self) -> SamplingEnv:
         ctx = self.ctx
-        if ctx.query is None:
-            ctx.query = PrometheusQuery()
         return SamplingEnv(
             kube=ctx.kube,
             scraper=ctx.scraper,

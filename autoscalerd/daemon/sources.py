@@ -62,7 +62,7 @@ class SamplingEnv:
 
     kube: Kube
     scraper: Scrape
-    query: Query
+    query: Query | None
     daemon: DaemonConfig
     now: float
     selector: str
@@ -148,6 +148,8 @@ class SourceSampler:
             return _total(sum(items), counted), None
         timeout = env.daemon.scrape_timeout_seconds
         if source.type == "prometheus":
+            if env.query is None:  # pragma: no cover - the supervisor always wires one
+                return _missing(counted), ("no query runner for prometheus sources", "error")
             outcome = await env.query.query(source, daemon=env.daemon, timeout=timeout)
         else:  # external with endpoint (and domain)
             target = ScrapeTarget(pod=source.endpoint, ip=source.endpoint, source=source)

@@ -36,6 +36,7 @@ from autoscalerd.kube.client import connect
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.logconfig import configure_logging
 from autoscalerd.scrape.client import Scraper
+from autoscalerd.scrape.prometheus_query import PrometheusQuery
 from autoscalerd.server.app import HttpServer, parse_listen
 from autoscalerd.server.history import HistoryStore
 from autoscalerd.server.metrics import DaemonMetrics
@@ -210,6 +211,7 @@ class Supervisor:
             self.ctx = DaemonContext(
                 kube=self.kube,
                 scraper=self._make_scraper(self.config.daemon),
+                query=PrometheusQuery(),  # issue 12: prometheus sources (session made on use)
                 metrics=self.metrics,
                 daemon=self.config.daemon,
                 dry_run=self.options.dry_run,

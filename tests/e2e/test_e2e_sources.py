@@ -124,6 +124,34 @@ async def test_custom_metric_per_pod(tmp_path: Path, sandbox: Sandbox, start_dae
     assert await daemon.stop() == 0
 
 
+async def test_custom_metric_the_adapter_does_not_serve_is_missing_with_a_fix(
+    tmp_path: Path, sandbox: Sandbox, start_daemon: Any
+) -> None:
+    await web(sandbox, 2)
+    sandbox.set_load(NS, NAME, "queue_depth", 0)
+    path = write(tmp_path, "p.yaml", policy(
+        "metricSourceType: custom, targetMetric: queue_lenght, targetValue: '10'"))  # fmt: skip
+    daemon = await start_daemon(path)
+    st = await policy_status(daemon, lambda p: p["ticks"] >= 3 and p["last_error"])
+    assert "not found" in st["last_error"] and "custom metrics adapter" in st["last_error"]
+    assert st["reason"] == "no-data" and sandbox.scale_writes() == []
+    assert await daemon.stop() == 0
+
+
+async def test_hpa_cpu_without_requests_is_an_error_on_the_policy(
+    tmp_path: Path, sandbox: Sandbox, start_daemon: Any
+) -> None:
+    await web(sandbox, 2)  # no resources.requests
+    sandbox.set_load(NS, NAME, "cpu", 50)
+    path = write(tmp_path, "p.yaml", policy(
+        "metricSourceType: resource, targetMetric: cpu, targetValue: '50'", strategy="HPA"))  # fmt: skip
+    daemon = await start_daemon(path)
+    st = await policy_status(daemon, lambda p: p["ticks"] >= 3 and p["last_error"])
+    assert "resources.requests.cpu" in st["last_error"]
+    assert st["metrics"] == {"cpu": None} and sandbox.scale_writes() == []
+    assert await daemon.stop() == 0
+
+
 async def test_external_api_sums_items_and_no_items_is_missing(
     tmp_path: Path, sandbox: Sandbox, start_daemon: Any
 ) -> None:

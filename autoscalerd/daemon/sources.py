@@ -111,6 +111,9 @@ class SourceSampler:
             except KubeError as exc:
                 sample = SourceSample(total=None, answered=0, missing=len(counted))
                 trouble = (explain_api_error(source.type, exc), _label(exc))
+            except Exception as exc:  # a bug stays inside its source (and is not zero)
+                sample = SourceSample(total=None, answered=0, missing=len(counted))
+                trouble = (f"internal error reading the source: {exc!r}", "error")
             if trouble is None:
                 self.problems.resolved(key, metric=source.target_metric)
                 out[i] = (sample, "ok")

@@ -174,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workdir", metavar="DIR", help="keep the sandbox files (kubeconfig, certificates) here"
     )
+    demo.add_argument(
+        "--source",
+        choices=("pod", "cpu", "prometheus"),
+        default="pod",
+        help="the metric source to scale on: pod (the seed, default), cpu (metrics.k8s.io, "
+        "HPA utilization) or prometheus (a query against a local Prometheus server)",
+    )
     _add_logging(demo)
 
     sub.add_parser("version", help="print the version")
@@ -306,6 +313,7 @@ def _demo(args: argparse.Namespace) -> int:
     from autoscalerd.demo import run_demo
 
     return run_demo(
+        source=args.source,
         duration=args.duration,
         workdir=args.workdir,
         log_format=args.log_format,

@@ -76,6 +76,14 @@ BENCHES = [
         420,
     ),
 ]
+BENCHES.append(
+    Bench(
+        "sources_resource_requests",
+        "real daemon, 100 resource (cpu) policies x 10 pods: PodMetrics lists per tick",
+        ("--workloads", "20", "--pods", "3", "--warmup", "3", "--seconds", "5"),
+        180,
+    )
+)
 BY_NAME = {b.name: b for b in BENCHES}
 
 

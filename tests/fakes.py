@@ -17,12 +17,13 @@ import asyncio
 import heapq
 import itertools
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
 from autoscalerd.kube.credentials import CredentialsRejected
 from autoscalerd.kube.errors import KubeConflict, KubeError, KubeTooManyRequests
+from autoscalerd.kube.metrics_api import PodUsage
 from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
 from autoscalerd.scrape.client import ScrapeOutcome, ScrapeTarget
@@ -206,6 +207,7 @@ class FakeKube:
         self.version_calls = 0
         self.electors: list[FakeElector] = []
         self.closed = False
+        self._metrics_init()
 
     def scale_by_hand(self, replicas: int) -> None:
         """`kubectl scale`: the target's replicas change behind the daemon's back."""
@@ -253,6 +255,42 @@ class FakeKube:
     @property
     def event_reasons(self) -> list[str]:
         return [reason for _, reason, _ in self.events]
+
+    # -- issue 12: the metrics APIs; answers set by the test, errors raised first, in order --
+    usage: dict[str, PodUsage]
+    custom: dict[str, dict[str, float]]
+    external: dict[str, list[float]]
+
+    def _metrics_init(self) -> None:
+        self.usage = {}
+        self.custom = {}
+        self.external = {}
+        self.metrics_errors: list[KubeError] = []
+        self.metrics_calls: list[tuple[str, ...]] = []
+
+    async def pod_metrics(
+        self, namespace: str, *, now: float, max_age: float
+    ) -> Mapping[str, PodUsage]:
+        self.metrics_calls.append(("pod_metrics", namespace))
+        if self.metrics_errors:
+            raise self.metrics_errors.pop(0)
+        return dict(self.usage)
+
+    async def custom_pod_metric(
+        self, namespace: str, metric: str, selector: str
+    ) -> dict[str, float]:
+        self.metrics_calls.append(("custom", namespace, metric, selector))
+        if self.metrics_errors:
+            raise self.metrics_errors.pop(0)
+        return dict(self.custom.get(metric, {}))
+
+    async def external_metric(
+        self, namespace: str, metric: str, label_selector: str
+    ) -> list[float]:
+        self.metrics_calls.append(("external", namespace, metric, label_selector))
+        if self.metrics_errors:
+            raise self.metrics_errors.pop(0)
+        return list(self.external.get(metric, []))
 
     async def server_version(self) -> str:
         self.version_calls += 1

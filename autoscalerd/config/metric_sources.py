@@ -16,13 +16,20 @@ from autoscalerd.config.readers import (
     read_string,
 )
 from autoscalerd.config.selector import parse_selector
+from autoscalerd.config.source_types import (
+    check_type_fields,
+    normalize_type,
+    read_endpoint,
+    read_prometheus_endpoint,
+    read_query,
+    variant,
+)
 from autoscalerd.config.tls_auth import read_authorization, read_tls
 
 __all__ = [
     "DEFAULT_METRICS_PATH",
     "SOURCE_FIELDS",
     "SOURCE_REJECTED",
-    "SOURCE_TYPES_NOT_SUPPORTED",
     "read_metric_sources",
 ]
 
@@ -33,22 +40,13 @@ SOURCE_FIELDS = (
     "path",
     "targetMetric",
     "targetValue",
+    "endpoint",
+    "query",
     "tlsConfig",
     "authorization",
     "bearerTokenFile",
 )
-SOURCE_REJECTED = {
-    "endpoint": (
-        "endpoint belongs to metricSourceType external/domain, which this daemon does not "
-        "act on yet; scrape the pods with metricSourceType: pod"
-    ),
-}
-SOURCE_TYPES_NOT_SUPPORTED = {
-    "resource": "metricSourceType resource (metrics.k8s.io cpu/memory) is not supported yet",
-    "custom": "metricSourceType custom (custom.metrics.k8s.io) is not supported yet",
-    "external": "metricSourceType external is not supported yet",
-    "domain": "metricSourceType domain is not supported yet",
-}
+SOURCE_REJECTED: dict[str, str] = {}
 DEFAULT_METRICS_PATH = "/metrics"
 
 
@@ -79,17 +77,44 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
         return None
     problems_before = len(doc.problems)
     check_keys(doc, path, data, SOURCE_FIELDS, SOURCE_REJECTED)
-    _check_source_type(doc, path, data)
-    protocol = _read_protocol(doc, path, data)
-
-    port = None
-    if "port" not in data:
-        doc.add(path, "port is required (the pod port serving the metrics)", at_key=True)
-    else:
-        port = read_int(doc, (*path, "port"), data["port"], lo=1, hi=65535, allow_string=True)
+    source_type = _check_source_type(doc, path, data)
+    kind = variant(source_type or "pod", data)
+    check_type_fields(doc, path, data, kind)
+    # -- issue 12: where the value comes from, per type (config/source_types.py) --
+    protocol: str | None = "http"
+    port: int | None = 0
+    endpoint = query = ""
+    if kind in ("pod", "external-url"):
+        protocol = _read_protocol(doc, path, data)
+    if kind == "pod":
+        port = None
+        if "port" not in data:
+            doc.add(path, "port is required (the pod port serving the metrics)", at_key=True)
+        else:
+            port = read_int(doc, (*path, "port"), data["port"], lo=1, hi=65535, allow_string=True)
+    elif kind == "external-url":
+        host_port = read_endpoint(doc, (*path, "endpoint"), data["endpoint"])
+        port = None
+        if "port" in data:
+            port = read_int(doc, (*path, "port"), data["port"], lo=1, hi=65535, allow_string=True)
+        if "path" not in data:
+            doc.add(path, "path is required with endpoint (such as /metrics)", at_key=True)
+        if host_port is not None:
+            endpoint = host_port[0]
+            port = host_port[1] or port or (443 if protocol == "https" else 80)
+    elif kind == "prometheus":
+        if "endpoint" not in data:
+            doc.add(path, "endpoint is required: the Prometheus base URL", at_key=True)
+        else:
+            endpoint = read_prometheus_endpoint(doc, (*path, "endpoint"), data["endpoint"]) or ""
+        if "query" not in data:
+            doc.add(path, "query is required: a PromQL query that yields one number", at_key=True)
+        else:
+            query = read_query(doc, (*path, "query"), data["query"]) or ""
+        protocol = "https" if endpoint.startswith("https://") else "http"
 
     metrics_path = DEFAULT_METRICS_PATH
-    if "path" in data:
+    if "path" in data and kind in ("pod", "external-url"):
         text = read_string(doc, (*path, "path"), data["path"])
         if text is not None:
             text = text.strip()
@@ -108,6 +133,20 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
                 selector = parse_selector(target_metric)
             except ValueError as exc:
                 doc.add((*path, "targetMetric"), str(exc))
+            if selector is not None and kind in ("resource", "custom") and selector.matchers:
+                doc.add(
+                    (*path, "targetMetric"),
+                    f"metricSourceType {kind} takes a bare metric name, got {target_metric!r}; "
+                    "the pods are chosen by the scale target's selector",
+                )
+            if selector is not None and kind == "external-api":
+                for m in selector.matchers:
+                    if m.op.value not in ("=", "!="):
+                        doc.add(
+                            (*path, "targetMetric"),
+                            f"the external metrics API takes = and != matchers only (a label "
+                            f"selector), got {m.name}{m.op.value}; use = or !=",
+                        )
 
     target_value = None
     if "targetValue" not in data:
@@ -122,21 +161,26 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
         parsed = read_tls(doc, (*path, "tlsConfig"), data["tlsConfig"])
         if parsed is not None:
             tls = parsed
-        if protocol == "http":
+        if protocol == "http" and kind in ("pod", "external-url", "prometheus"):
+            fix = "an https:// endpoint" if kind == "prometheus" else "protocolType: https"
             doc.add(
                 (*path, "tlsConfig"),
-                "tlsConfig applies to https sources only; set protocolType: https or remove tlsConfig",
+                f"tlsConfig applies to https sources only; set {fix} or remove tlsConfig",
                 at_key=True,
             )
     authorization = _read_source_authorization(doc, path, data)
 
     if len(doc.problems) != problems_before:
         return None
-    assert protocol and port and target_metric and selector and target_value is not None
+    assert protocol and port is not None and target_metric and selector
+    assert target_value is not None
     return MetricSource(
         protocol=protocol,
         port=port,
         path=metrics_path,
+        type=source_type or "pod",
+        endpoint=endpoint,
+        query=query,
         target_metric=target_metric,
         selector=selector,
         target_value=target_value,
@@ -146,22 +190,24 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
     )
 
 
-def _check_source_type(doc: Document, path: Path, data: Mapping[str, Any]) -> None:
+def _check_source_type(doc: Document, path: Path, data: Mapping[str, Any]) -> str | None:
+    """The source's type (`domain` read as `external`), or None (a problem is recorded)."""
     if "metricSourceType" not in data:
         doc.add(
             path,
-            "metricSourceType is required; this daemon scrapes pods: metricSourceType: pod",
+            "metricSourceType is required: pod, resource, custom, external, domain or "
+            "prometheus (pod scrapes each pod)",
             at_key=True,
         )
-        return
-    source_type = data["metricSourceType"]
-    if isinstance(source_type, str) and source_type in SOURCE_TYPES_NOT_SUPPORTED:
+        return None
+    source_type = normalize_type(data["metricSourceType"])
+    if source_type is None:
         doc.add(
             (*path, "metricSourceType"),
-            SOURCE_TYPES_NOT_SUPPORTED[source_type] + "; use metricSourceType: pod",
+            "must be pod, resource, custom, external, domain or prometheus, got "
+            f"{describe(data['metricSourceType'])}",
         )
-    elif source_type != "pod":
-        doc.add((*path, "metricSourceType"), f"must be pod, got {describe(source_type)}")
+    return source_type
 
 
 def _read_protocol(doc: Document, path: Path, data: Mapping[str, Any]) -> str | None:

@@ -185,13 +185,25 @@ class Authorization:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MetricSource:
-    """One entry of `spec.metricsSources` (type `pod`): where and what to scrape on every pod."""
+    """One entry of `spec.metricsSources`: where and what to read (DESIGN §2.3).
 
-    protocol: str
-    """`http` or `https`."""
-    port: int
-    path: str
+    `type` is `pod` (scrape every counted pod), `resource`, `custom`, `external` (`domain` is
+    read as `external`) or `prometheus`. Fields a type does not use keep their defaults:
+    `port` 0 for the API types, `endpoint` "" for `pod`, `query` "" unless `prometheus`.
+    """
+
+    protocol: str = "http"
+    """`http` or `https` (`prometheus`: the scheme of `endpoint`)."""
+    port: int = 0
+    path: str = "/metrics"
     """Always with a leading `/`."""
+    type: str = "pod"
+    """`pod`, `resource`, `custom`, `external` or `prometheus`."""
+    endpoint: str = ""
+    """`external`: `host[:port]` (empty: the external.metrics.k8s.io API); `prometheus`: the
+    base URL with its scheme."""
+    query: str = ""
+    """`prometheus`: the PromQL instant query."""
     target_metric: str
     """As written in the policy; also the column name in `simulate` traces."""
     selector: SeriesSelector

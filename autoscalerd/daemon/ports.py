@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
 from autoscalerd.kube.credentials import CredentialsRejected
 from autoscalerd.kube.events import EventType
+from autoscalerd.kube.metrics_api import PodUsage
 from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
 from autoscalerd.scrape.client import ScrapeOutcome, ScrapeTarget
@@ -147,6 +148,25 @@ class Kube(Protocol):
         *,
         uid: str | None = None,
     ) -> None: ...
+
+    # -- issue 12: the metrics APIs (kube/metrics_api.py) --
+    async def pod_metrics(
+        self, namespace: str, *, now: float, max_age: float
+    ) -> Mapping[str, PodUsage]:
+        """metrics.k8s.io PodMetrics of the namespace: one list per `max_age`, shared."""
+        ...
+
+    async def custom_pod_metric(
+        self, namespace: str, metric: str, selector: str
+    ) -> dict[str, float]:
+        """custom.metrics.k8s.io `pods/*/METRIC` with a label selector: {pod: value}."""
+        ...
+
+    async def external_metric(
+        self, namespace: str, metric: str, label_selector: str
+    ) -> list[float]:
+        """external.metrics.k8s.io `METRIC` with a label selector: the items' values."""
+        ...
 
 
 class Elector(Protocol):

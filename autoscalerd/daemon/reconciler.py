@@ -25,6 +25,7 @@ from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Kube, PodView, Scrape
 from autoscalerd.daemon.problems import SCRAPE_PREFIX, Problems
 from autoscalerd.daemon.scale_refresh import scale_is_fresh
 from autoscalerd.daemon.scrape_targets import ScrapeTargets
+from autoscalerd.daemon.sources import Query, SamplingEnv, SourceSampler
 from autoscalerd.daemon.tick_grid import next_tick, tick_phase
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.kube.pods import PodInfo
@@ -37,6 +38,8 @@ from autoscalerd.server.metrics import DaemonMetrics
 __all__ = ["DaemonContext", "PolicyReconciler", "effective_source"]
 
 log = structlog.get_logger(__name__)
+
+_NO_SAMPLE = SourceSample(total=None)
 
 POD_LIST_GRACE_SECONDS = 30.0
 """A pod cache that has not listed within this time is reported as an error."""
@@ -73,6 +76,8 @@ class DaemonContext:
     clock: Clock = LOOP_CLOCK
     history: HistoryStore | None = None
     """Per-policy ring buffers behind /history and /ui (None: --history-seconds 0)."""
+    query: Query | None = None
+    """Runs `prometheus` sources' queries (issue 12; the supervisor wires the real one)."""
 
 
 def _utc(wall: float) -> str:
@@ -107,6 +112,10 @@ class PolicyReconciler:
         self._sources_stamp: tuple[DaemonConfig, bool] | None = None
         self._sources: tuple[MetricSource, ...] = ()
         self._targets = ScrapeTargets()
+        # -- issue 12: sources other than `pod` (daemon/sources.py); pod sources by index --
+        self._sampler = SourceSampler(policy, self.problems)
+        self._pod_indexes = tuple(i for i, s in enumerate(policy.sources) if s.type == "pod")
+        self._pod_sources: tuple[MetricSource, ...] = ()
         self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         """This policy's children of the labelled metrics, by (id(metric), extra label values):
         `labels()` takes a lock and builds a key on every call."""
@@ -273,21 +282,32 @@ class PolicyReconciler:
     async def _scrape(self, counted: list[PodInfo]) -> tuple[SourceSample, ...]:
         p = self.policy
         ctx = self.ctx
-        targets = self._targets.build(self._effective_sources(), counted)
-        outcomes = (
-            await ctx.scraper.scrape(targets, timeout=ctx.daemon.scrape_timeout_seconds)
-            if targets
-            else []
-        )
+        sources = self._effective_sources()
+        targets = self._targets.build(self._pod_sources, counted)
+        others: dict[int, tuple[SourceSample, str]] = {}
+        if self._sampler.indexes:  # issue 12: the other sources, beside the pod scrapes
+            outcomes, others = await asyncio.gather(
+                self._scrape_pods(targets), self._sampler.sample(sources, counted, self._env())
+            )
+        else:
+            outcomes = (
+                await ctx.scraper.scrape(targets, timeout=ctx.daemon.scrape_timeout_seconds)
+                if targets
+                else []
+            )
         n = len(counted)
-        samples: list[SourceSample] = []
+        samples: list[SourceSample] = [_NO_SAMPLE] * len(p.sources)
         results: dict[str, int] = {}
+        for i, (other, result) in others.items():
+            samples[i] = other
+            results[result] = results.get(result, 0) + 1
         observe = ctx.metrics.scrape_duration_seconds.observe
         scrape_errors = False
-        for i, source in enumerate(p.sources):
+        for k, i in enumerate(self._pod_indexes):
+            source = p.sources[i]
             total = 0.0
             answered = 0
-            for pod, outcome in zip(counted, outcomes[i * n : (i + 1) * n], strict=True):
+            for pod, outcome in zip(counted, outcomes[k * n : (k + 1) * n], strict=True):
                 observe(outcome.duration_seconds)
                 if outcome.error is None and outcome.value is not None:
                     total += outcome.value
@@ -304,10 +324,8 @@ class PolicyReconciler:
                     event="FailedGetMetrics",
                 )
             results["ok"] = results.get("ok", 0) + answered
-            samples.append(
-                SourceSample(
-                    total=total if answered else None, answered=answered, missing=n - answered
-                )
+            samples[i] = SourceSample(
+                total=total if answered else None, answered=answered, missing=n - answered
             )
         for result, count in results.items():
             if count:
@@ -321,8 +339,8 @@ class PolicyReconciler:
     ) -> None:
         """Log recoveries of pods that failed before, and forget pods that are gone."""
         live: set[str] = set()
-        for i in range(len(self.policy.sources)):
-            for pod, outcome in zip(counted, outcomes[i * n : (i + 1) * n], strict=True):
+        for k, i in enumerate(self._pod_indexes):
+            for pod, outcome in zip(counted, outcomes[k * n : (k + 1) * n], strict=True):
                 key = f"{SCRAPE_PREFIX}{pod.name}:{i}"
                 live.add(key)
                 if outcome.error is None and self.problems.has(key):
@@ -348,7 +366,28 @@ class PolicyReconciler:
             self._sources = tuple(
                 effective_source(s, ctx.daemon, ctx.insecure_default) for s in self.policy.sources
             )
+            self._pod_sources = tuple(self._sources[i] for i in self._pod_indexes)
         return self._sources
+
+    # -- issue 12: sampling the sources other than `pod` (daemon/sources.py) --
+
+    async def _scrape_pods(self, targets: list[Any]) -> list[ScrapeOutcome]:
+        if not targets:
+            return []
+        return await self.ctx.scraper.scrape(
+            targets, timeout=self.ctx.daemon.scrape_timeout_seconds
+        )
+
+    def _env(self) -> SamplingEnv:
+        ctx = self.ctx
+        return SamplingEnv(
+            kube=ctx.kube,
+            scraper=ctx.scraper,
+            query=ctx.query,
+            daemon=ctx.daemon,
+            now=ctx.clock.now(),
+            selector=self._scale.selector if self._scale is not None else "",
+        )
 
     def _record_decision(self, decision: Decision) -> None:
         p = self.policy

@@ -36,6 +36,7 @@ from autoscalerd.kube.client import connect
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.logconfig import configure_logging
 from autoscalerd.scrape.client import Scraper
+from autoscalerd.scrape.prometheus_query import PrometheusQuery
 from autoscalerd.server.app import HttpServer, parse_listen
 from autoscalerd.server.history import HistoryStore
 from autoscalerd.server.metrics import DaemonMetrics
@@ -210,6 +211,7 @@ class Supervisor:
             self.ctx = DaemonContext(
                 kube=self.kube,
                 scraper=self._make_scraper(self.config.daemon),
+                query=PrometheusQuery(),  # issue 12: prometheus sources (session made on use)
                 metrics=self.metrics,
                 daemon=self.config.daemon,
                 dry_run=self.options.dry_run,
@@ -438,6 +440,8 @@ class Supervisor:
         if self.ctx is not None:
             with contextlib.suppress(Exception):
                 await self.ctx.scraper.close()
+                if self.ctx.query is not None:  # issue 12: prometheus sources' session
+                    await self.ctx.query.close()
         if server is not None:
             with contextlib.suppress(Exception):
                 await server.stop()

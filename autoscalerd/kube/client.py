@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import copy
 import ssl
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from autoscalerd.kube.credentials import (
 from autoscalerd.kube.errors import Op
 from autoscalerd.kube.events import EventRecorder, EventSettings, EventType
 from autoscalerd.kube.lease import LeaderElector, default_identity
+from autoscalerd.kube.metrics_api import MetricsApi, PodUsage
 from autoscalerd.kube.pods import PodCaches, WatchSettings
 from autoscalerd.kube.scale import RetryPolicy, ScaleInfo, ScaleOps
 
@@ -193,6 +195,8 @@ class KubeClient:
         """Shared watch caches: `pods.acquire(namespace, selector)` / `await pods.release(c)`."""
         self._electors: list[LeaderElector] = []
         self._closed = False
+        self.metrics_api = MetricsApi(self._t)
+        """metrics.k8s.io / custom / external metrics reads (issue 12)."""
 
     def _make_api_client(self, pool_size: int | None = None) -> Any:
         api_client = make_api_client(self._credentials.configuration, pool_size)
@@ -254,6 +258,22 @@ class KubeClient:
         """Record a core/v1 Event on the target (aggregated); failures are only logged."""
         await self._events.record(namespace, involved, type, reason, message, uid=uid)
 
+    # -- issue 12: the metrics APIs (kube/metrics_api.py) --
+    async def pod_metrics(
+        self, namespace: str, *, now: float, max_age: float
+    ) -> Mapping[str, PodUsage]:
+        return await self.metrics_api.pod_metrics(namespace, now=now, max_age=max_age)
+
+    async def custom_pod_metric(
+        self, namespace: str, metric: str, selector: str
+    ) -> dict[str, float]:
+        return await self.metrics_api.custom_pod_metric(namespace, metric, selector)
+
+    async def external_metric(
+        self, namespace: str, metric: str, label_selector: str
+    ) -> list[float]:
+        return await self.metrics_api.external_metric(namespace, metric, label_selector)
+
     def leader_elector(
         self, settings: LeaderElection, *, identity: str | None = None
     ) -> LeaderElector:
@@ -283,6 +303,7 @@ class KubeClient:
             with contextlib.suppress(Exception):
                 await elector.stop()
         await self.pods.close()
+        self.metrics_api.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._events.flush(), timeout=self._t.api_timeout)
         for api_client in (self._api_client, self._stream_api_client, self._lease_api_client):

@@ -36,6 +36,7 @@ import structlog
 
 from autoscalerd.kube._transport import JSON, Transport
 from autoscalerd.kube.errors import KubeError, Op
+from autoscalerd.kube.quantity import parse_quantity
 from autoscalerd.kube.selectors import Selector, SelectorError, parse_selector
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,9 @@ class PodInfo:
     deleting: bool
     """`metadata.deletionTimestamp` is set."""
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    cpu_request_millis: float | None = field(default=None, compare=False)
+    """Sum of the containers' `resources.requests.cpu` in millicores; None when a container
+    has none (HPA cpu utilization needs every one, as in Kubernetes)."""
 
     @property
     def counts(self) -> bool:
@@ -95,7 +99,23 @@ def pod_info(obj: JSON) -> PodInfo:
         ready=ready,
         deleting=meta.get("deletionTimestamp") is not None,
         labels=MappingProxyType({_intern(k): _intern(v) for k, v in labels.items()}),
+        cpu_request_millis=_cpu_request_millis(obj.get("spec") or {}),
     )
+
+
+def _cpu_request_millis(spec: JSON) -> float | None:
+    """The pod's summed cpu requests (millicores), None if a container has none (issue 12)."""
+    total = 0.0
+    containers = spec.get("containers") or []
+    for c in containers:
+        request = ((c.get("resources") or {}).get("requests") or {}).get("cpu")
+        if request is None:
+            return None
+        try:
+            total += parse_quantity(request) * 1000.0
+        except ValueError:
+            return None
+    return total if containers else None
 
 
 class _Gone(Exception):

@@ -192,6 +192,10 @@ class ApiServer:
         self.host = "127.0.0.1"
         self._runner: web.AppRunner | None = None
         self._closing = False
+        self.aggregated: list[Any] = []
+        """Aggregated API groups served beside the store (issue 12: the metrics APIs): each has
+        `handles(group)`, `groups()`, `resources(group, version)` and `handle(request, group,
+        version, tail)`."""
 
     # -- lifecycle ---------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -360,6 +364,8 @@ class ApiServer:
         for g, v in groups:
             gv = {"groupVersion": f"{g}/{v}", "version": v}
             items.append({"name": g, "versions": [gv], "preferredVersion": gv})
+        for extra in self.aggregated:
+            items.extend(extra.groups())
         return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": items})
 
     def _resources_of(self, group: str, version: str) -> dict[str, Any]:
@@ -404,6 +410,12 @@ class ApiServer:
 
     async def _resource_list(self, request: web.Request) -> web.Response:
         m = request.match_info
+        for extra in self.aggregated:
+            if extra.handles(m["group"]):
+                found = extra.resources(m["group"], m["version"])
+                if found is None:
+                    raise ApiError(404, "the server could not find the requested resource")
+                return web.json_response(found)
         return web.json_response(self._resources_of(m["group"], m["version"]))
 
     # -- routing -----------------------------------------------------------------------
@@ -412,6 +424,12 @@ class ApiServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
+        for extra in self.aggregated:
+            if extra.handles(m["group"]):
+                response: web.StreamResponse = await extra.handle(
+                    request, m["group"], m["version"], m["tail"]
+                )
+                return response
         return await self._route(request, m["group"], m["version"], m["tail"])
 
     async def _route(

@@ -113,6 +113,8 @@ class Workload:
     token_file: Path | None = None
     self_signed_cert_file: Path | None = None
     rs_name: str | None = None
+    requests: dict[str, str] = field(default_factory=dict)
+    """The container's `resources.requests` (`{"cpu": "500m"}`; issue 12, HPA utilization)."""
     template_hash: str = ""
     _ssl: ssl.SSLContext | None = field(default=None, repr=False)
     _cert_dir: Path | None = field(default=None, repr=False)

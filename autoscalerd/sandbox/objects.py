@@ -26,7 +26,7 @@ def container(wl: Workload) -> dict[str, Any]:
         "name": wl.name,
         "image": f"registry.example/{wl.name}:sandbox",
         "imagePullPolicy": "IfNotPresent",
-        "resources": {},
+        "resources": {"requests": dict(wl.requests)} if wl.requests else {},
     }
     if wl.metrics is not None:
         container["ports"] = [

@@ -20,6 +20,7 @@ from .apiserver import CORE_EVENTS, EVENTS_V1, LEASES, ApiServer, RequestRecord,
 from .credentials import Credentials
 from .endpoints import PodEndpoints
 from .faults import Faults
+from .metrics_apis import MetricsApis
 from .model import MetricsEndpoint, SimPod, TlsMode, Workload, WorkloadKind
 from .store import Store
 from .tasks import TaskSet
@@ -76,6 +77,9 @@ class Sandbox:
             watch_timeout_seconds,
             bookmark_interval_seconds,
         )
+        # -- issue 12: metrics.k8s.io, custom.metrics.k8s.io, external.metrics.k8s.io --
+        self.metrics_apis = MetricsApis(self.workloads)
+        self._api.aggregated.append(self.metrics_apis)
         self._started = False
         creds = self._creds
         self.kubeconfig_path = creds.kubeconfig_path
@@ -228,12 +232,13 @@ class Sandbox:
         metrics: MetricsEndpoint | None = None,
         startup_seconds: float = 0.0,
         wait_ready: bool = True,
+        requests: dict[str, str] | None = None,
     ) -> Workload:
         """A Deployment (with its ReplicaSet) of ``replicas`` pods labelled ``labels``
         (default ``{"app": name}``). Returns once the pods are Ready when ``wait_ready``."""
         return await self.add_workload(
             "Deployment", namespace, name, replicas, labels=labels, metrics=metrics,
-            startup_seconds=startup_seconds, wait_ready=wait_ready,
+            startup_seconds=startup_seconds, wait_ready=wait_ready, requests=requests,
         )  # fmt: skip
 
     async def add_statefulset(
@@ -261,9 +266,10 @@ class Sandbox:
         metrics: MetricsEndpoint | None = None,
         startup_seconds: float = 0.0,
         wait_ready: bool = True,
+        requests: dict[str, str] | None = None,
     ) -> Workload:
         wl = self._controller.create(
-            kind, namespace, name, replicas, labels, metrics, startup_seconds
+            kind, namespace, name, replicas, labels, metrics, startup_seconds, requests
         )
         if wait_ready:
             await self.wait_for_replicas(namespace, name, replicas, timeout=startup_seconds + 30)

@@ -43,6 +43,7 @@ class Workloads:
         labels: dict[str, str] | None,
         metrics: MetricsEndpoint | None,
         startup_seconds: float,
+        requests: dict[str, str] | None = None,
     ) -> Workload:
         """Create the workload's object (and a Deployment's ReplicaSet) and start its
         pods; does not wait for them."""
@@ -51,6 +52,7 @@ class Workloads:
         rtype = KIND_TYPES[kind]
         labels = dict(labels or {"app": name})
         wl = Workload(kind, rtype, namespace, name, labels, metrics, startup_seconds)
+        wl.requests = dict(requests or {})
         wl.template_hash = objects.rand_suffix(10)
         self.endpoints.prepare_tls(wl)
         if metrics is not None:

@@ -179,7 +179,8 @@ def insecure_skip_verify_warning(source: MetricSource, tls: TLSConfig | None = N
         return None
     where = f" ({source.where})" if source.where is not None else ""
     return (
-        f"metric source {source.target_metric} on port {source.port}{where} scrapes over TLS "
+        f"metric source {source.target_metric} on "
+        f"{source.endpoint or f'port {source.port}'}{where} scrapes over TLS "
         "without verifying the server's certificate (tlsConfig.insecureSkipVerify: true): "
         "anyone on the path can forge the metrics. Prefer tlsConfig.caFile with the CA that "
         "signed the pods' certificates."

@@ -205,10 +205,17 @@ CASES = [
     pytest.param(
         HEAD + SPEC.replace("metricSourceType: pod", "metricSourceType: resource"),
         [
-            "12: spec.metricsSources[0].metricSourceType: metricSourceType resource "
-            "(metrics.k8s.io cpu/memory) is not supported yet; use metricSourceType: pod"
+            "13: spec.metricsSources[0].protocolType: is not used: metricSourceType resource "
+            "reads metrics.k8s.io (metrics-server); remove protocolType",
+            "14: spec.metricsSources[0].port: is not used: metricSourceType resource "
+            "reads metrics.k8s.io (metrics-server); remove port",
+            "15: spec.metricsSources[0].path: is not used: metricSourceType resource "
+            "reads metrics.k8s.io (metrics-server); remove path",
+            "16: spec.metricsSources[0].targetMetric: metricSourceType resource takes "
+            "targetMetric cpu or memory, got the string 'requests'; for another metric use "
+            "metricSourceType custom or pod",
         ],
-        id="source-type-not-supported",
+        id="resource-rules",
     ),
     pytest.param(
         HEAD + SPEC + "  subTargetSelector: {roleName: prefill}\n",
@@ -396,7 +403,9 @@ CASES = [
     ),
     pytest.param(
         HEAD + SPEC.replace("metricSourceType: pod", "metricSourceType: {type: pod}"),
-        ["12: spec.metricsSources[0].metricSourceType: must be pod, got a mapping"],
+        [
+            "12: spec.metricsSources[0].metricSourceType: must be pod, resource, custom, external, domain or prometheus, got a mapping"
+        ],
         id="source-type-not-a-string",
     ),
 ]

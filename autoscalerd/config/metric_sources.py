@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from autoscalerd.config.model import Authorization, MetricSource, TLSConfig
@@ -15,7 +16,7 @@ from autoscalerd.config.readers import (
     read_mapping,
     read_string,
 )
-from autoscalerd.config.selector import parse_selector
+from autoscalerd.config.signals import parse_target_metric
 from autoscalerd.config.tls_auth import read_authorization, read_tls
 
 __all__ = [
@@ -98,6 +99,7 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
             metrics_path = "/" + text.lstrip("/")
 
     selector = None
+    signal = None
     target_metric = None
     if "targetMetric" not in data:
         doc.add(path, "targetMetric is required (a metric name or a series selector)", at_key=True)
@@ -105,9 +107,11 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
         target_metric = read_string(doc, (*path, "targetMetric"), data["targetMetric"])
         if target_metric is not None:
             try:
-                selector = parse_selector(target_metric)
+                selector, signal = parse_target_metric(target_metric)
             except ValueError as exc:
                 doc.add((*path, "targetMetric"), str(exc))
+            if signal is not None:
+                signal = replace(signal, where=doc.where((*path, "targetMetric")))
 
     target_value = None
     if "targetValue" not in data:
@@ -143,6 +147,7 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
         tls=tls,
         authorization=authorization,
         where=doc.where(path),
+        signal=signal,
     )
 
 

@@ -1,0 +1,193 @@
+"""rate() and histogram_quantile() from successive pod scrapes, against hand-worked tables."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autoscalerd.config.model import Signal, SignalKind
+from autoscalerd.scaling.signals import Labels, SignalState, histogram_quantile_of
+
+RATE = Signal(kind=SignalKind.RATE, window_seconds=10.0)
+A: Labels = (("code", "200"),)
+B: Labels = (("code", "500"),)
+
+
+def feed(
+    state: SignalState, ticks: list[tuple[float, dict[str, list[tuple[Labels, float]] | None]]]
+):
+    return [state.observe(now, pods) for now, pods in ticks]
+
+
+RATE_CASES = [
+    pytest.param(
+        [(0, {"p": [(A, 0)]}), (1, {"p": [(A, 5)]}), (2, {"p": [(A, 15)]})],
+        [None, 5.0, 7.5],
+        id="steady-counter",
+    ),
+    pytest.param(
+        # a reset at t=2: 100 -> 4 counts as +4 (the value since the reset), never negative
+        [
+            (0, {"p": [(A, 90)]}),
+            (1, {"p": [(A, 100)]}),
+            (2, {"p": [(A, 4)]}),
+            (3, {"p": [(A, 14)]}),
+        ],
+        [None, 10.0, 7.0, 8.0],
+        id="counter-reset",
+    ),
+    pytest.param(
+        # the window is 10 s: at t=12 the samples at 0 and 1 are gone; (60-30)/(12-2)
+        [(0, {"p": [(A, 0)]}), (1, {"p": [(A, 0)]}), (2, {"p": [(A, 30)]}), (12, {"p": [(A, 60)]})],
+        [None, 0.0, 15.0, 3.0],
+        id="window-slides",
+    ),
+    pytest.param(
+        # two series: the sum of their rates; series B appears at t=1 and counts from t=2
+        [
+            (0, {"p": [(A, 0)]}),
+            (1, {"p": [(A, 2), (B, 100)]}),
+            (2, {"p": [(A, 4), (B, 101)]}),
+        ],
+        [None, 2.0, 3.0],
+        id="series-appears",
+    ),
+    pytest.param(
+        # B vanishes at t=2: only A counts from then on
+        [
+            (0, {"p": [(A, 0), (B, 0)]}),
+            (1, {"p": [(A, 2), (B, 10)]}),
+            (2, {"p": [(A, 4)]}),
+        ],
+        [None, 12.0, 2.0],
+        id="series-vanishes",
+    ),
+    pytest.param(
+        # q joins at t=1 (missing until its second sample), p leaves at t=3
+        [
+            (0, {"p": [(A, 0)]}),
+            (1, {"p": [(A, 1)], "q": [(A, 50)]}),
+            (2, {"p": [(A, 2)], "q": [(A, 60)]}),
+            (3, {"q": [(A, 70)]}),
+        ],
+        [None, 1.0, 1.0 + 10.0, 10.0],
+        id="pods-join-and-leave",
+    ),
+    pytest.param(
+        # a failed scrape makes the pod missing this tick; its samples stay
+        [(0, {"p": [(A, 0)]}), (1, {"p": None}), (2, {"p": [(A, 20)]})],
+        [None, None, 10.0],
+        id="failed-scrape",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ticks", "expected"), RATE_CASES)
+def test_rate(ticks, expected) -> None:
+    results = feed(SignalState(RATE), ticks)
+    assert [r.value for r in results] == pytest.approx(expected)
+
+
+def test_rate_answered_and_missing_counts() -> None:
+    state = SignalState(RATE)
+    state.observe(0, {"p": [(A, 0)], "q": [(A, 0)]})
+    r = state.observe(1, {"p": [(A, 3)], "q": None, "n": [(A, 7)]})
+    assert (r.value, r.answered, r.missing) == (3.0, 1, 2)
+
+
+def test_no_samples_is_no_data_never_zero() -> None:
+    r = SignalState(RATE).observe(0, {"p": [(A, 5)]})
+    assert r.value is None and r.why == "no pod has two samples in the window yet"
+
+
+def test_memory_bounded_by_window_and_gone_pods_forgotten() -> None:
+    state = SignalState(RATE)
+    for t in range(100):
+        state.observe(float(t), {"p": [(A, float(t))], "q": [(A, float(t))]})
+    # window 10 s at one sample a second: at most 11 samples per series
+    assert state.samples_remembered() == 2 * 11
+    state.observe(100.0, {"q": [(A, 100.0)]})
+    assert state.pods_remembered() == 1
+    state.observe(101.0, {})
+    assert state.pods_remembered() == 0 and state.samples_remembered() == 0
+
+
+# Prometheus' own cases (promql/promqltest/testdata/histograms.test, "testhistogram" at 50m):
+# cumulative counts 50/70/110/120 for le 0.1/0.2/1/+Inf ("positive") and 10/20/20/30 for
+# le -0.2/-0.1/0.3/+Inf ("negative").
+POSITIVE = [(0.1, 50.0), (0.2, 70.0), (1.0, 110.0), (math.inf, 120.0)]
+NEGATIVE = [(-0.2, 10.0), (-0.1, 20.0), (0.3, 20.0), (math.inf, 30.0)]
+PROMETHEUS_CASES = [
+    (-0.1, -math.inf, -math.inf),
+    (1.01, math.inf, math.inf),
+    (0.0, 0.0, -0.2),
+    (1.0, 1.0, 0.3),
+    (0.2, 0.048, -0.2),
+    (0.5, 0.15, -0.15),
+    (0.8, 0.72, 0.3),
+]
+
+
+@pytest.mark.parametrize(("q", "positive", "negative"), PROMETHEUS_CASES)
+def test_histogram_quantile_prometheus_cases(q: float, positive: float, negative: float) -> None:
+    assert histogram_quantile_of(q, POSITIVE) == pytest.approx(positive)
+    assert histogram_quantile_of(q, NEGATIVE) == pytest.approx(negative)
+
+
+QUANTILE_EDGE_CASES = [
+    pytest.param([(0.1, 5.0), (1.0, 10.0)], 0.5, None, id="no-inf-bucket"),
+    pytest.param([(math.inf, 10.0)], 0.5, None, id="one-bucket"),
+    pytest.param([(0.1, 0.0), (math.inf, 0.0)], 0.5, None, id="no-observations"),
+    pytest.param([(0.1, 0.0), (1.0, 0.0), (math.inf, 4.0)], 0.5, 1.0, id="rank-in-inf-bucket"),
+    pytest.param([(1.0, 6.0), (2.0, 4.0), (math.inf, 10.0)], 0.5, 5 / 6, id="made-monotonic"),
+    pytest.param([(0.1, 0.0), (1.0, 4.0), (math.inf, 4.0)], 0.0, 0.0, id="q0-empty-lowest"),
+    pytest.param([(1.0, 2.0), (1.0, 2.0), (math.inf, 8.0)], 0.25, 0.5, id="same-le-merged"),
+]
+
+
+@pytest.mark.parametrize(("buckets", "q", "expected"), QUANTILE_EDGE_CASES)
+def test_histogram_quantile_edges(buckets, q: float, expected: float | None) -> None:
+    got = histogram_quantile_of(q, buckets)
+    assert got == (None if expected is None else pytest.approx(expected))
+
+
+def bucket(le: str, **extra: str) -> Labels:
+    return tuple(sorted({"le": le, **extra}.items()))
+
+
+def page(counts: list[float], **extra: str) -> list[tuple[Labels, float]]:
+    les = ["0.1", "0.2", "1", "+Inf"]
+    return [(bucket(le, **extra), c) for le, c in zip(les, counts, strict=True)]
+
+
+def test_quantile_over_window_increases_summed_over_pods() -> None:
+    """Two pods each observe half of Prometheus' "positive" histogram within the window: the
+    quantiles are those of the whole, whatever each pod's counts were before."""
+    state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.8))
+    state.observe(0, {"a": page([100, 100, 100, 100]), "b": page([0, 0, 0, 0])})
+    r = state.observe(30, {"a": page([125, 135, 155, 160]), "b": page([25, 35, 55, 60])})
+    assert (r.value, r.answered) == (pytest.approx(0.72), 2)
+
+
+def test_quantile_with_a_counter_reset_on_one_pod() -> None:
+    state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.5))
+    state.observe(0, {"a": page([1000, 1000, 1000, 1000]), "b": page([0, 0, 0, 0])})
+    # pod a restarted: its counts start again from 0, and these are its observations
+    r = state.observe(1, {"a": page([25, 35, 55, 60]), "b": page([25, 35, 55, 60])})
+    assert r.value == pytest.approx(0.15)
+
+
+def test_quantile_without_observations_is_no_data() -> None:
+    state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.5))
+    state.observe(0, {"a": page([3, 4, 5, 6])})
+    r = state.observe(1, {"a": page([3, 4, 5, 6])})
+    assert r.value is None and r.why == "no observation in the window"
+    assert r.answered == 1
+
+
+def test_quantile_sums_other_labels_by_le() -> None:
+    state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.5))
+    state.observe(0, {"a": page([0, 0, 0, 0], model="x") + page([0, 0, 0, 0], model="y")})
+    r = state.observe(1, {"a": page([50, 70, 110, 120], model="x") + page([0, 0, 0, 0], model="y")})
+    assert r.value == pytest.approx(0.15)

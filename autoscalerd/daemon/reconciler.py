@@ -25,6 +25,7 @@ from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Kube, PodView, Scrape
 from autoscalerd.daemon.problems import SCRAPE_PREFIX, Problems
 from autoscalerd.daemon.scale_refresh import scale_is_fresh
 from autoscalerd.daemon.scrape_targets import ScrapeTargets
+from autoscalerd.daemon.signals import DerivedSignals
 from autoscalerd.daemon.tick_grid import next_tick, tick_phase
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.kube.pods import PodInfo
@@ -107,6 +108,7 @@ class PolicyReconciler:
         self._sources_stamp: tuple[DaemonConfig, bool] | None = None
         self._sources: tuple[MetricSource, ...] = ()
         self._targets = ScrapeTargets()
+        self._signals = DerivedSignals(policy.sources)  # issue 13: rate(), histogram_quantile()
         self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         """This policy's children of the labelled metrics, by (id(metric), extra label values):
         `labels()` takes a lock and builds a key on every call."""
@@ -219,6 +221,7 @@ class PolicyReconciler:
                 ready=len(counted),
                 not_ready=len(not_ready),
                 samples=samples,
+                wall=self.ctx.clock.wall() if self.policy.schedules else None,
             )
         )
         self._record_decision(decision)
@@ -304,6 +307,11 @@ class PolicyReconciler:
                     event="FailedGetMetrics",
                 )
             results["ok"] = results.get("ok", 0) + answered
+            if self._signals.derived(i):  # issue 13: per-pod series into the signal's window
+                samples.append(
+                    self._signals.sample(i, ctx.clock.now(), counted, outcomes[i * n : (i + 1) * n])
+                )
+                continue
             samples.append(
                 SourceSample(
                     total=total if answered else None, answered=answered, missing=n - answered
@@ -504,4 +512,16 @@ class PolicyReconciler:
             "errors": errors[:20],
             "ticks": self.ticks,
             "late_ticks": self.late_ticks,
+            # issue 13: AIbrix status.scheduledBounds
+            "scheduled_bounds": _scheduled_bounds(d) if p.schedules else None,
         }
+
+
+def _scheduled_bounds(d: Decision | None) -> dict[str, Any] | None:
+    if d is None or d.bounds is None:
+        return None
+    return {
+        "active_schedule": d.schedule,
+        "effective_min_replicas": d.bounds[0],
+        "effective_max_replicas": d.bounds[1],
+    }

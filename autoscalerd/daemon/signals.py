@@ -1,0 +1,60 @@
+"""The reconciler's hook for derived sources (`rate()`, `histogram_quantile()`, issue 13):
+feeds each tick's per-pod series into the pure signal state (`scaling/signals.py`) and turns
+the result into the tick's `SourceSample`.
+
+- `rate`: the sum of the pods' rates; pods without two samples in the window yet are missing,
+  and the autoscaler estimates the total from the others as for any source (DESIGN §3).
+- `histogram_quantile`: a quantile is a level, not a sum: the total is value × counted pods
+  (DESIGN §2.4), so `desired ≈ ceil(ready × value / target)`. Fewer than half of the counted
+  pods contributing is no data, the rule every other source follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from autoscalerd.config.model import MetricSource, SignalKind
+from autoscalerd.kube.pods import PodInfo
+from autoscalerd.scaling.autoscaler import SourceSample
+from autoscalerd.scaling.signals import SignalResult, SignalState
+from autoscalerd.scrape.client import ScrapeOutcome
+
+__all__ = ["DerivedSignals"]
+
+
+class DerivedSignals:
+    """The signal state of one policy's derived sources, by source index."""
+
+    def __init__(self, sources: Sequence[MetricSource]) -> None:
+        self._states = {
+            i: SignalState(source.signal)
+            for i, source in enumerate(sources)
+            if source.signal is not None
+        }
+        self.last: dict[int, SignalResult] = {}
+        """The last result per derived source, for /status and problems."""
+
+    def derived(self, index: int) -> bool:
+        return index in self._states
+
+    def sample(
+        self, index: int, now: float, counted: Sequence[PodInfo], outcomes: Sequence[ScrapeOutcome]
+    ) -> SourceSample:
+        """Record this tick's series of source `index` and return its sample."""
+        state = self._states[index]
+        pods = {
+            pod.name: (outcome.series if outcome.error is None else None)
+            for pod, outcome in zip(counted, outcomes, strict=True)
+        }
+        result = state.observe(now, pods)
+        self.last[index] = result
+        n = len(counted)
+        if result.value is None:
+            return SourceSample(total=None, answered=0, missing=n)
+        if state.signal.kind is SignalKind.RATE:
+            return SourceSample(
+                total=result.value, answered=result.answered, missing=result.missing
+            )
+        if 2 * result.answered < n:
+            return SourceSample(total=None, answered=0, missing=n)
+        return SourceSample(total=result.value * n, answered=n, missing=0)

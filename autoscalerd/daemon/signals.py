@@ -2,8 +2,15 @@
 feeds each tick's per-pod series into the pure signal state (`scaling/signals.py`) and turns
 the result into the tick's `SourceSample`.
 
-- `rate`: the sum of the pods' rates; pods without two samples in the window yet are missing,
-  and the autoscaler estimates the total from the others as for any source (DESIGN §3).
+- `rate`: the sum of the pods' rates. A pod whose scrape failed is missing, and the
+  autoscaler estimates the total from the others as for any source (DESIGN §3). A pod that
+  answered but has fewer than two samples in the window (it just joined) has no rate yet
+  and is *not* extrapolated from the others: the requests of the window were served by the
+  pods that were there, and their counters hold them all. Taking mean × ready instead (the
+  literal reading of DESIGN §2.4's "missing") overshoots on every scale-up: right after it,
+  the old pods' windows still hold the load they carried alone, and multiplying their mean
+  by the new pod count counts it again (seen: 7 replicas instead of 6 in
+  tests/e2e/test_e2e_signals.py). Without any pod with a rate the tick has no data.
 - `histogram_quantile`: a quantile is a level, not a sum: the total is value × counted pods
   (DESIGN §2.4), so `desired ≈ ceil(ready × value / target)`. Fewer than half of the counted
   pods contributing is no data, the rule every other source follows.
@@ -52,8 +59,11 @@ class DerivedSignals:
         if result.value is None:
             return SourceSample(total=None, answered=0, missing=n)
         if state.signal.kind is SignalKind.RATE:
+            # Pods that joined inside the window are not extrapolated (see the docstring).
             return SourceSample(
-                total=result.value, answered=result.answered, missing=result.missing
+                total=result.value,
+                answered=result.answered + result.joined,
+                missing=result.missing - result.joined,
             )
         if 2 * result.answered < n:
             return SourceSample(total=None, answered=0, missing=n)

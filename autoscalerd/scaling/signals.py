@@ -4,7 +4,7 @@ Pure: the caller hands each tick's series of every counted pod and the time; not
 reads a clock.
 
 Memory. Per pod and per series (its full label set) a `_Counter` keeps the samples of the
-window as (time, cumulative increase) pairs: the increase over the window is then the
+window (and the one before it) as (time, cumulative increase) pairs: the increase over the window is then the
 difference of the last and the first pair, O(1) per tick whatever the window holds. Pairs
 older than the window are dropped on every tick; a pod that is no longer counted is dropped
 at once, and a series missing from a pod's page is dropped at once (it "vanished"; if it
@@ -17,11 +17,17 @@ Semantics, per pod, from that pod's own samples:
   the reset), as in Prometheus;
 - a series needs two samples in the window; a pod none of whose series has two is missing
   (it just joined, or the daemon just started), never zero;
-- `rate`: each series' increase over the span of its own samples in the window (first to
-  last sample), per second; a pod's rate is the sum over its series, the tick's total the sum
-  over the pods that have one. Prometheus divides by the window after extrapolating to its
-  edges; over a window full of regular samples the two agree, and a pod that joined mid-window
-  gets its real rate here rather than a fraction of it;
+- `rate`: the increases of every series of every pod over the window, summed, divided by the
+  window (by the time since the first tick while the state is younger than the window: a
+  daemon that just started reads the real rate, not a fraction of it). So the tick's total is
+  the requests served in the window by whichever pods were there, per second: a pod that
+  joins mid-window adds what it served since it joined, and the pods that carried the load
+  before keep counting what they served then; dividing each pod's increase by its own span
+  instead would count the old load twice right after a scale-up. Prometheus, too, divides by
+  the window, after extrapolating each series to the window's edges; here a series' count at
+  the window's start is interpolated between the samples around it (one sample before the
+  window is kept for that), and a series that appeared since the previous tick is credited
+  what it counted before its first sample (`_Counter`);
 - `histogram_quantile`: each bucket series' increase over the window, summed by `le` over
   series and pods, then Prometheus' `bucketQuantile` (`histogram_quantile_of`). No
   observation in the window (the `+Inf` bucket did not move) is no data.
@@ -55,45 +61,74 @@ class SignalResult:
     """One derived source at one tick."""
 
     value: float | None
-    """Rate: the sum over the pods that have one; quantile: the level. None = no data."""
+    """Rate: per second, over the pods that have one; quantile: the level. None = no data."""
     answered: int
     """Pods that contributed."""
     missing: int
     """Counted pods without a value: failed scrape, or fewer than two samples in the window."""
+    joined: int = 0
+    """Of `missing`, the pods that answered but have fewer than two samples in the window
+    (new pods, or a daemon that just started)."""
     why: str = ""
     """Why `value` is None ("" when it is not)."""
 
 
 class _Counter:
-    """One series on one pod: (time, cumulative increase) pairs within the window."""
+    """One series on one pod: (time, cumulative increase) pairs covering the window.
 
-    __slots__ = ("last", "samples", "total")
+    The increase over the window is interpolated at the window's start between the samples
+    around it (the one sample before the window is kept for that), so it covers exactly the
+    window whatever the jitter of the ticks.
 
-    def __init__(self, now: float, value: float) -> None:
-        self.last = value
+    `head_seconds` > 0 for a series that appeared after the previous tick (a pod that just
+    joined, a labelled counter created on first use): it may have counted for up to that long
+    before its first sample. At its second sample it is credited with what it counted then,
+    at most its rate over its first interval times `head_seconds` and at most its first
+    value (a counter starts from 0); spread evenly over those seconds, the part inside the
+    window counts. A pod that was there all along but not Ready had a counter that may hold
+    hours of history: the cap keeps that out.
+    """
+
+    __slots__ = ("first_at", "first_value", "head", "head_seconds", "last", "samples", "total")
+
+    def __init__(self, now: float, value: float, head_seconds: float = 0.0) -> None:
+        self.last = self.first_value = value
+        self.first_at = now
+        self.head_seconds = head_seconds
+        self.head = 0.0
         self.total = 0.0
         self.samples: deque[tuple[float, float]] = deque([(now, 0.0)], maxlen=_MAX_SAMPLES)
 
     def add(self, now: float, value: float) -> None:
         # A decrease is a counter reset: the new value is all increase since the reset.
-        self.total += value - self.last if value >= self.last else value
+        step = value - self.last if value >= self.last else value
+        if self.head_seconds > 0 and len(self.samples) == 1 and now > self.first_at:
+            rate = step / (now - self.first_at)
+            self.head = max(0.0, min(self.first_value, rate * self.head_seconds))
+        self.total += step
         self.last = value
         self.samples.append((now, self.total))
 
     def prune(self, oldest: float) -> None:
+        """Drop the samples before `oldest` but the last one at or before it."""
         samples = self.samples
-        while samples and samples[0][0] < oldest:
+        while len(samples) > 1 and samples[1][0] <= oldest:
             samples.popleft()
 
-    def increase(self) -> tuple[float, float] | None:
-        """(increase, seconds spanned) over the samples kept, None with fewer than two."""
+    def increase(self, oldest: float) -> float | None:
+        """The increase since `oldest` (the window's start); None with fewer than two
+        samples."""
         samples = self.samples
         if len(samples) < 2:
             return None
-        (t0, c0), (t1, c1) = samples[0], samples[-1]
-        if t1 <= t0:
-            return None
-        return c1 - c0, t1 - t0
+        (t0, c0), (t1, c1) = samples[0], samples[1]
+        last = samples[-1][1]
+        if t0 < oldest:  # interpolate the count at the window's start
+            return last - (c0 + (c1 - c0) * (oldest - t0) / (t1 - t0))
+        grown = last - c0
+        if t0 == self.first_at and self.head and self.head_seconds > 0:
+            grown += self.head * min(1.0, (t0 - oldest) / self.head_seconds)
+        return grown
 
 
 class SignalState:
@@ -102,6 +137,9 @@ class SignalState:
     def __init__(self, signal: Signal) -> None:
         self.signal = signal
         self._pods: dict[str, dict[Labels, _Counter]] = {}
+        self._first_at: float | None = None
+        """The first tick's time: the window is not full before `first_at + window`."""
+        self._last_at: float | None = None
 
     def pods_remembered(self) -> int:
         return len(self._pods)
@@ -118,12 +156,17 @@ class SignalState:
         or None when its scrape failed this tick (it is missing; its samples stay while they are
         inside the window). Pods not in `pods` are forgotten.
         """
-        oldest = now - self.signal.window_seconds - 1e-9
+        if self._first_at is None:
+            self._first_at = now
+        # A series first seen now may have counted since the previous tick (see `_Counter`).
+        head_seconds = now - self._last_at if self._last_at is not None else 0.0
+        self._last_at = now
+        oldest = now - self.signal.window_seconds
         known = self._pods
         for gone in [name for name in known if name not in pods]:
             del known[gone]
-        per_pod: list[Iterable[tuple[Labels, tuple[float, float]]]] = []
-        missing = 0
+        per_pod: list[Iterable[tuple[Labels, float]]] = []
+        missing = joined = 0
         for name, series in pods.items():
             counters = known.get(name)
             if counters is None:
@@ -134,16 +177,16 @@ class SignalState:
                 missing += 1
                 continue
             fresh: dict[Labels, _Counter] = {}
-            increases: list[tuple[Labels, tuple[float, float]]] = []
+            increases: list[tuple[Labels, float]] = []
             for labels, value in series:
                 seen = counters.get(labels)
                 if seen is None:
-                    counter = _Counter(now, value)
+                    counter = _Counter(now, value, head_seconds)
                 else:
                     counter = seen
                     counter.add(now, value)
                     counter.prune(oldest)
-                    inc = counter.increase()
+                    inc = counter.increase(oldest)
                     if inc is not None:
                         increases.append((labels, inc))
                 fresh[labels] = counter
@@ -152,24 +195,29 @@ class SignalState:
                 per_pod.append(increases)
             else:
                 missing += 1
+                joined += 1
         answered = len(per_pod)
         if not answered:
             why = "no pod has two samples in the window yet" if pods else "no counted pods"
-            return SignalResult(value=None, answered=0, missing=missing, why=why)
+            return SignalResult(value=None, answered=0, missing=missing, joined=joined, why=why)
         if self.signal.kind is SignalKind.RATE:
-            total = sum(inc / span for pod in per_pod for _, (inc, span) in pod)
-            return SignalResult(value=total, answered=answered, missing=missing)
-        return self._quantile(per_pod, answered, missing)
+            # The requests of the window, per second of it (of the time observed while the
+            # state is younger than the window).
+            observed = min(self.signal.window_seconds, now - self._first_at)
+            total = sum(grown for pod in per_pod for _, grown in pod) / observed
+            return SignalResult(value=total, answered=answered, missing=missing, joined=joined)
+        return self._quantile(per_pod, answered, missing, joined)
 
     def _quantile(
         self,
-        per_pod: Sequence[Iterable[tuple[Labels, tuple[float, float]]]],
+        per_pod: Sequence[Iterable[tuple[Labels, float]]],
         answered: int,
         missing: int,
+        joined: int,
     ) -> SignalResult:
         buckets: dict[float, float] = {}
         for pod in per_pod:
-            for labels, (inc, _) in pod:
+            for labels, inc in pod:
                 le = _le(labels)
                 if le is None:
                     return SignalResult(
@@ -187,8 +235,10 @@ class SignalState:
                 if math.inf not in buckets
                 else "no observation in the window"
             )
-            return SignalResult(value=None, answered=answered, missing=missing, why=why)
-        return SignalResult(value=value, answered=answered, missing=missing)
+            return SignalResult(
+                value=None, answered=answered, missing=missing, joined=joined, why=why
+            )
+        return SignalResult(value=value, answered=answered, missing=missing, joined=joined)
 
 
 def _le(labels: Labels) -> float | None:

@@ -44,7 +44,9 @@ RATE_CASES = [
         id="window-slides",
     ),
     pytest.param(
-        # two series: the sum of their rates; series B appears at t=1 and counts from t=2
+        # two series: the sum of their increases; B appears at t=1 (a counter created on first
+        # use), so it may have counted since t=0: at t=2 it is credited its first interval's
+        # rate (1/s) for that second: (4 + (1 + 1)) / 2 s
         [
             (0, {"p": [(A, 0)]}),
             (1, {"p": [(A, 2), (B, 100)]}),
@@ -64,14 +66,16 @@ RATE_CASES = [
         id="series-vanishes",
     ),
     pytest.param(
-        # q joins at t=1 (missing until its second sample), p leaves at t=3
+        # q joins at t=1 (no rate until its second sample; then credited 10/s for the second
+        # before its first sample), p leaves at t=3 and is forgotten; the increases over the
+        # window are divided by the time observed: (2 + 10 + 10) / 2, then (20 + 10) / 3
         [
             (0, {"p": [(A, 0)]}),
             (1, {"p": [(A, 1)], "q": [(A, 50)]}),
             (2, {"p": [(A, 2)], "q": [(A, 60)]}),
             (3, {"q": [(A, 70)]}),
         ],
-        [None, 1.0, 1.0 + 10.0, 10.0],
+        [None, 1.0, 11.0, 10.0],
         id="pods-join-and-leave",
     ),
     pytest.param(
@@ -87,6 +91,16 @@ RATE_CASES = [
 def test_rate(ticks, expected) -> None:
     results = feed(SignalState(RATE), ticks)
     assert [r.value for r in results] == pytest.approx(expected)
+
+
+def test_a_pod_that_was_not_ready_for_long_brings_no_history_in() -> None:
+    """A pod that joins with a counter of a million (it ran, unready, for hours) is credited
+    at most its first interval's rate for the time before its first sample."""
+    state = SignalState(RATE)
+    state.observe(0, {"p": [(A, 0)]})
+    state.observe(1, {"p": [(A, 5)], "q": [(A, 1_000_000)]})
+    r = state.observe(2, {"p": [(A, 10)], "q": [(A, 1_000_005)]})
+    assert r.value == pytest.approx((10 + 5 + 5) / 2)
 
 
 def test_rate_answered_and_missing_counts() -> None:

@@ -2,15 +2,14 @@
 feeds each tick's per-pod series into the pure signal state (`scaling/signals.py`) and turns
 the result into the tick's `SourceSample`.
 
-- `rate`: the sum of the pods' rates. A pod whose scrape failed is missing, and the
-  autoscaler estimates the total from the others as for any source (DESIGN §3). A pod that
-  answered but has fewer than two samples in the window (it just joined) has no rate yet
-  and is *not* extrapolated from the others: the requests of the window were served by the
-  pods that were there, and their counters hold them all. Taking mean × ready instead (the
-  literal reading of DESIGN §2.4's "missing") overshoots on every scale-up: right after it,
-  the old pods' windows still hold the load they carried alone, and multiplying their mean
-  by the new pod count counts it again (seen: 7 replicas instead of 6 in
-  tests/e2e/test_e2e_signals.py). Without any pod with a rate the tick has no data.
+- `rate`: the requests of the window per second, over the pods that have two samples in it.
+  A pod whose scrape failed is missing, and the autoscaler estimates the total from the
+  others as for any source (DESIGN §3). A pod that answered but has fewer than two samples
+  (it just joined) has no rate yet and is *not* extrapolated from the others: the requests
+  of the window were served by the pods that were there, and their counters hold them all.
+  Mean × ready there (the literal reading of DESIGN §2.4's "missing") would count the load
+  the old pods carried alone once per new pod, right after every scale-up. Without any pod
+  with a rate the tick has no data.
 - `histogram_quantile`: a quantile is a level, not a sum: the total is value × counted pods
   (DESIGN §2.4), so `desired ≈ ceil(ready × value / target)`. Fewer than half of the counted
   pods contributing is no data, the rule every other source follows.

@@ -393,6 +393,7 @@ class PolicyReconciler:
                     ready=self._ready,
                     desired=decision.desired,
                     panic=decision.mode == "panic",
+                    schedule=decision.schedule is not None,
                     error=self.problems.active,
                 ),
             )

@@ -76,6 +76,14 @@ BENCHES = [
         420,
     ),
 ]
+BENCHES.append(
+    Bench(
+        "daemon_signals",
+        "real daemon, 100 policies x 10 pods: histogram_quantile (30 buckets) vs gauge CPU per scrape",
+        ("--warmup", "5", "--seconds", "15"),
+        300,
+    )
+)
 BY_NAME = {b.name: b for b in BENCHES}
 
 

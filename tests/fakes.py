@@ -311,7 +311,7 @@ class FakeScraper:
 
     def __init__(self) -> None:
         self.answers: dict[tuple[str, str], float | ScrapeError | tuple[Any, ...]] = {}
-        """A tuple answer is `((labels, value), ...)`: the series of a derived source."""
+        """A tuple answer is `(label sets, values)`: the series of a derived source."""
         self.calls: list[tuple[list[ScrapeTarget], float]] = []
         self.during: Callable[[], Awaitable[None]] | None = None
         self.closed = False
@@ -335,10 +335,10 @@ class FakeScraper:
             if isinstance(answer, ScrapeError):
                 outcomes.append(ScrapeOutcome(target=target, value=None, error=answer,
                                               duration_seconds=0.001))  # fmt: skip
-            elif isinstance(answer, tuple):  # series with labels (derived sources, issue 13)
-                outcomes.append(ScrapeOutcome(target=target, value=sum(v for _, v in answer),
-                                              error=None, duration_seconds=0.001,
-                                              matched=len(answer), series=answer))  # fmt: skip
+            elif isinstance(answer, tuple):  # (label sets, values): a derived source, issue 13
+                outcomes.append(ScrapeOutcome(target=target, value=sum(answer[1]), error=None,
+                                              duration_seconds=0.001, matched=len(answer[0]),
+                                              series=answer))  # fmt: skip
             else:
                 outcomes.append(ScrapeOutcome(target=target, value=answer, error=None,
                                               duration_seconds=0.001, matched=1))  # fmt: skip

@@ -3,34 +3,38 @@
 Pure: the caller hands each tick's series of every counted pod and the time; nothing here
 reads a clock.
 
-Memory. Per pod and per series (its full label set) a `_Counter` keeps the samples of the
-window (and the one before it) as (time, cumulative increase) pairs: the increase over the window is then the
-difference of the last and the first pair, O(1) per tick whatever the window holds. Pairs
-older than the window are dropped on every tick; a pod that is no longer counted is dropped
-at once, and a series missing from a pod's page is dropped at once (it "vanished"; if it
-comes back it starts again, like a new series). So memory is bounded by pods × matching
-series × samples per window.
-
 Semantics, per pod, from that pod's own samples:
-- a counter's increase over the window is the sum of the increases between successive
-  samples, where a decrease is a counter reset (the value after it is the increase since
-  the reset), as in Prometheus;
-- a series needs two samples in the window; a pod none of whose series has two is missing
-  (it just joined, or the daemon just started), never zero;
+- a counter's increase is the sum of the increases between successive samples, where a
+  decrease is a counter reset (the value after it is the increase since the reset), as in
+  Prometheus;
+- the increase over the window: the count at the window's start is interpolated between the
+  samples around it (one sample before the window is kept for that), so it covers exactly
+  the window whatever the jitter of the ticks;
+- a pod needs two samples; one with fewer (it just joined, or the daemon just started) has
+  no value yet (`SignalResult.joined`), never zero;
+- a series that appeared since the pod's previous sample (a labelled counter created on
+  first use) counts from its first sample, and is then credited what it may have counted
+  before it: at most its first interval's rate for the time since the previous tick, and at
+  most its first value (a counter starts from 0). A pod that joins gets the same credit, so a
+  scale-up neither loses the new pods' first interval nor, for a pod that was running but
+  not Ready for hours, brings that history in. A series missing from a page vanished: it is
+  dropped (if it comes back it is new);
 - `rate`: the increases of every series of every pod over the window, summed, divided by the
   window (by the time since the first tick while the state is younger than the window: a
-  daemon that just started reads the real rate, not a fraction of it). So the tick's total is
-  the requests served in the window by whichever pods were there, per second: a pod that
-  joins mid-window adds what it served since it joined, and the pods that carried the load
-  before keep counting what they served then; dividing each pod's increase by its own span
-  instead would count the old load twice right after a scale-up. Prometheus, too, divides by
-  the window, after extrapolating each series to the window's edges; here a series' count at
-  the window's start is interpolated between the samples around it (one sample before the
-  window is kept for that), and a series that appeared since the previous tick is credited
-  what it counted before its first sample (`_Counter`);
+  daemon that just started reads the real rate, not a fraction of it). So the total is the
+  requests served in the window by whichever pods were there, per second: a pod that joins
+  mid-window adds what it served since it joined, and the pods that carried the load before
+  keep counting what they served then; dividing each pod's increase by its own span instead
+  would count the old load twice right after a scale-up. Prometheus, too, divides by the
+  window, after extrapolating each series to the window's edges;
 - `histogram_quantile`: each bucket series' increase over the window, summed by `le` over
   series and pods, then Prometheus' `bucketQuantile` (`histogram_quantile_of`). No
   observation in the window (the `+Inf` bucket did not move) is no data.
+
+Memory and cost. Per pod: its series' names (label sets as written on the page) once, and
+per sample in the window (plus one) the time and a tuple of cumulative increases. A tick
+whose page lists the same series as the last one (the steady state) is a few list
+comprehensions per pod; a pod no longer counted is dropped at once.
 """
 
 from __future__ import annotations
@@ -39,21 +43,24 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import add, mul, sub
 
 from autoscalerd.config.model import Signal, SignalKind
 
 __all__ = [
-    "Labels",
+    "SeriesKey",
     "SignalResult",
     "SignalState",
     "histogram_quantile_of",
+    "le_of",
 ]
 
-Labels = tuple[tuple[str, str], ...]
-"""A series' label set, sorted by label name: its identity on one pod."""
+SeriesKey = str
+"""A series' label set as written on the page (`le="0.5",model="a"`; `""` without labels)."""
 
 _MAX_SAMPLES = 4096
-"""Hard cap of samples per series, whatever the window and the tick rate."""
+"""Hard cap of samples per pod, whatever the window and the tick rate."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -73,41 +80,74 @@ class SignalResult:
     """Why `value` is None ("" when it is not)."""
 
 
-class _Counter:
-    """One series on one pod: (time, cumulative increase) pairs covering the window.
+class _Pod:
+    """One pod's series and samples: (time, cumulative increase per series, their sum)."""
 
-    The increase over the window is interpolated at the window's start between the samples
-    around it (the one sample before the window is kept for that), so it covers exactly the
-    window whatever the jitter of the ticks.
+    __slots__ = ("cum", "keys", "last", "pending", "samples")
 
-    `head_seconds` > 0 for a series that appeared after the previous tick (a pod that just
-    joined, a labelled counter created on first use): it may have counted for up to that long
-    before its first sample. At its second sample it is credited with what it counted then,
-    at most its rate over its first interval times `head_seconds` and at most its first
-    value (a counter starts from 0); spread evenly over those seconds, the part inside the
-    window counts. A pod that was there all along but not Ready had a counter that may hold
-    hours of history: the cap keeps that out.
-    """
+    def __init__(
+        self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float
+    ) -> None:
+        self.keys = keys
+        self.last = list(values)
+        self.cum = [0.0] * len(keys)
+        zeros = tuple(self.cum)
+        self.samples: deque[tuple[float, tuple[float, ...], float]] = deque(
+            [(now, zeros, 0.0)], maxlen=_MAX_SAMPLES
+        )
+        self.pending: dict[int, tuple[float, float, float]] = {}
+        """Series index → (first value, first time, seconds it may have counted before)."""
+        if head > 0:
+            self.pending = {i: (v, now, head) for i, v in enumerate(values)}
 
-    __slots__ = ("first_at", "first_value", "head", "head_seconds", "last", "samples", "total")
+    def add(self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float) -> None:
+        if keys != self.keys:
+            self._rekey(now, keys, values, head)
+        before = self.cum
+        # C-level maps: this runs per pod per tick for every series (30 buckets × 10 pods).
+        steps = list(map(sub, values, self.last))
+        if steps and min(steps) < 0:  # a counter reset: the value is the increase since
+            steps = [d if d >= 0 else v for d, v in zip(steps, values, strict=True)]
+        cum = list(map(add, before, steps))
+        if self.pending:
+            waiting = {}
+            for i, (first, first_at, seconds) in self.pending.items():
+                if now > first_at:  # its second sample: credit what it counted before
+                    rate = (cum[i] - before[i]) / (now - first_at)
+                    cum[i] += max(0.0, min(first, rate * seconds))
+                else:  # it appeared on this very page
+                    waiting[i] = (first, first_at, seconds)
+            self.pending = waiting
+        self.cum = cum
+        self.last = list(values)
+        self.samples.append((now, tuple(cum), sum(cum)))
 
-    def __init__(self, now: float, value: float, head_seconds: float = 0.0) -> None:
-        self.last = self.first_value = value
-        self.first_at = now
-        self.head_seconds = head_seconds
-        self.head = 0.0
-        self.total = 0.0
-        self.samples: deque[tuple[float, float]] = deque([(now, 0.0)], maxlen=_MAX_SAMPLES)
+    def _rekey(
+        self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float
+    ) -> None:
+        """The page lists other series: carry the known ones over, start the new ones (their
+        first sample is now: no increase yet), drop the vanished ones from every sample."""
+        where = {k: i for i, k in enumerate(self.keys)}
+        order = [where.get(k) for k in keys]
+        last = [self.last[j] if j is not None else v for j, v in zip(order, values, strict=True)]
+        pending = {}
+        for i, j in enumerate(order):
+            if j is None and head > 0:
+                pending[i] = (values[i], now, head)
+            elif j is not None and j in self.pending:
+                pending[i] = self.pending[j]
 
-    def add(self, now: float, value: float) -> None:
-        # A decrease is a counter reset: the new value is all increase since the reset.
-        step = value - self.last if value >= self.last else value
-        if self.head_seconds > 0 and len(self.samples) == 1 and now > self.first_at:
-            rate = step / (now - self.first_at)
-            self.head = max(0.0, min(self.first_value, rate * self.head_seconds))
-        self.total += step
-        self.last = value
-        self.samples.append((now, self.total))
+        def pick(cum: Sequence[float]) -> tuple[float, ...]:
+            return tuple(cum[j] if j is not None else 0.0 for j in order)
+
+        self.samples = deque(
+            ((t, c, sum(c)) for t, c in ((t, pick(c)) for t, c, _ in self.samples)),
+            maxlen=_MAX_SAMPLES,
+        )
+        self.cum = list(pick(self.cum))
+        self.last = last
+        self.keys = keys
+        self.pending = pending
 
     def prune(self, oldest: float) -> None:
         """Drop the samples before `oldest` but the last one at or before it."""
@@ -115,116 +155,126 @@ class _Counter:
         while len(samples) > 1 and samples[1][0] <= oldest:
             samples.popleft()
 
-    def increase(self, oldest: float) -> float | None:
-        """The increase since `oldest` (the window's start); None with fewer than two
+    def total_increase(self, oldest: float) -> float | None:
+        """All series' increase since `oldest`; None with fewer than two samples."""
+        samples = self.samples
+        if len(samples) < 2:
+            return None
+        (t0, _, s0), (t1, _, s1) = samples[0], samples[1]
+        if t0 < oldest:
+            s0 += (s1 - s0) * (oldest - t0) / (t1 - t0)
+        return samples[-1][2] - s0
+
+    def increases(self, oldest: float) -> list[float] | None:
+        """Each series' increase since `oldest`, in `keys` order; None with fewer than two
         samples."""
         samples = self.samples
         if len(samples) < 2:
             return None
-        (t0, c0), (t1, c1) = samples[0], samples[1]
+        (t0, c0, _), (t1, c1, _) = samples[0], samples[1]
         last = samples[-1][1]
-        if t0 < oldest:  # interpolate the count at the window's start
-            return last - (c0 + (c1 - c0) * (oldest - t0) / (t1 - t0))
-        grown = last - c0
-        if t0 == self.first_at and self.head and self.head_seconds > 0:
-            grown += self.head * min(1.0, (t0 - oldest) / self.head_seconds)
-        return grown
+        if t0 < oldest:
+            f = (oldest - t0) / (t1 - t0)
+            start = map(add, c0, map(mul, map(sub, c1, c0), repeat(f)))
+            return list(map(sub, last, start))
+        return list(map(sub, last, c0))
 
 
 class SignalState:
-    """The memory of one derived source: per counted pod, per series, the window's samples."""
+    """The memory of one derived source: per counted pod, the window's samples."""
 
     def __init__(self, signal: Signal) -> None:
         self.signal = signal
-        self._pods: dict[str, dict[Labels, _Counter]] = {}
+        self._pods: dict[str, _Pod] = {}
         self._first_at: float | None = None
         """The first tick's time: the window is not full before `first_at + window`."""
         self._last_at: float | None = None
+        self._les: dict[tuple[str, ...], tuple[float | None, ...]] = {}
 
     def pods_remembered(self) -> int:
         return len(self._pods)
 
     def samples_remembered(self) -> int:
-        return sum(len(c.samples) for series in self._pods.values() for c in series.values())
+        return sum(len(p.samples) * len(p.keys) for p in self._pods.values())
 
     def observe(
-        self, now: float, pods: Mapping[str, Sequence[tuple[Labels, float]] | None]
+        self,
+        now: float,
+        pods: Mapping[str, tuple[tuple[SeriesKey, ...], Sequence[float]] | None],
     ) -> SignalResult:
         """Record this tick and compute the signal.
 
-        `pods`: every counted pod by name, with the series of its page that match the selector,
-        or None when its scrape failed this tick (it is missing; its samples stay while they are
+        `pods`: every counted pod by name, with the series of its page that match the selector
+        (their label sets, and their values in the same order), or None when its scrape failed
+        this tick (it is missing; its samples stay while they are
         inside the window). Pods not in `pods` are forgotten.
         """
         if self._first_at is None:
             self._first_at = now
-        # A series first seen now may have counted since the previous tick (see `_Counter`).
-        head_seconds = now - self._last_at if self._last_at is not None else 0.0
+        # A series first seen now may have counted since the previous tick (see the docstring).
+        head = now - self._last_at if self._last_at is not None else 0.0
         self._last_at = now
         oldest = now - self.signal.window_seconds
         known = self._pods
         for gone in [name for name in known if name not in pods]:
             del known[gone]
-        per_pod: list[Iterable[tuple[Labels, float]]] = []
+        live: list[_Pod] = []
         missing = joined = 0
         for name, series in pods.items():
-            counters = known.get(name)
-            if counters is None:
-                counters = known[name] = {}
+            pod = known.get(name)
             if series is None:
-                for counter in counters.values():
-                    counter.prune(oldest)
+                if pod is not None:
+                    pod.prune(oldest)
                 missing += 1
                 continue
-            fresh: dict[Labels, _Counter] = {}
-            increases: list[tuple[Labels, float]] = []
-            for labels, value in series:
-                seen = counters.get(labels)
-                if seen is None:
-                    counter = _Counter(now, value, head_seconds)
-                else:
-                    counter = seen
-                    counter.add(now, value)
-                    counter.prune(oldest)
-                    inc = counter.increase(oldest)
-                    if inc is not None:
-                        increases.append((labels, inc))
-                fresh[labels] = counter
-            known[name] = fresh  # series not on this page vanished: forgotten
-            if increases:
-                per_pod.append(increases)
-            else:
+            keys, values = series
+            if pod is None:
+                known[name] = _Pod(now, keys, values, head)
                 missing += 1
                 joined += 1
-        answered = len(per_pod)
-        if not answered:
+                continue
+            pod.add(now, keys, values, head)
+            pod.prune(oldest)
+            live.append(pod)
+        if not live:
             why = "no pod has two samples in the window yet" if pods else "no counted pods"
             return SignalResult(value=None, answered=0, missing=missing, joined=joined, why=why)
+        answered = len(live)
         if self.signal.kind is SignalKind.RATE:
-            # The requests of the window, per second of it (of the time observed while the
-            # state is younger than the window).
             observed = min(self.signal.window_seconds, now - self._first_at)
-            total = sum(grown for pod in per_pod for _, grown in pod) / observed
-            return SignalResult(value=total, answered=answered, missing=missing, joined=joined)
-        return self._quantile(per_pod, answered, missing, joined)
+            total = 0.0
+            for pod in live:
+                total += pod.total_increase(oldest) or 0.0
+            return SignalResult(
+                value=total / observed, answered=answered, missing=missing, joined=joined
+            )
+        return self._quantile(live, oldest, answered, missing, joined)
 
     def _quantile(
-        self,
-        per_pod: Sequence[Iterable[tuple[Labels, float]]],
-        answered: int,
-        missing: int,
-        joined: int,
+        self, live: Sequence[_Pod], oldest: float, answered: int, missing: int, joined: int
     ) -> SignalResult:
+        by_keys: dict[tuple[str, ...], list[float]] = {}
+        for pod in live:
+            incs = pod.increases(oldest)
+            if incs is None:
+                continue
+            acc = by_keys.get(pod.keys)
+            by_keys[pod.keys] = incs if acc is None else list(map(add, acc, incs))
         buckets: dict[float, float] = {}
-        for pod in per_pod:
-            for labels, inc in pod:
-                le = _le(labels)
+        for keys, incs in by_keys.items():
+            les = self._les.get(keys)
+            if les is None:
+                if len(self._les) >= 1024:
+                    self._les.clear()
+                les = self._les[keys] = tuple(le_of(k) for k in keys)
+            for le, inc in zip(les, incs, strict=True):
                 if le is None:
                     return SignalResult(
                         value=None,
                         answered=0,
                         missing=answered + missing,
-                        why=f"a bucket series has no numeric le label: {dict(labels)}",
+                        joined=joined,
+                        why=f"a bucket series has no numeric le label: {keys[les.index(None)]!r}",
                     )
                 buckets[le] = buckets.get(le, 0.0) + inc
         assert self.signal.quantile is not None
@@ -241,13 +291,29 @@ class SignalState:
         return SignalResult(value=value, answered=answered, missing=missing, joined=joined)
 
 
-def _le(labels: Labels) -> float | None:
-    for name, value in labels:
+def le_of(labels: SeriesKey) -> float | None:
+    """The `le` label of a label set as written (`model="a",le="0.5"`) as a number; None when
+    it has none or it is not a number. Quotes and escapes in other values are skipped."""
+    i, n = 0, len(labels)
+    while i < n:
+        while i < n and labels[i] in " \t,":
+            i += 1
+        eq = labels.find("=", i)
+        if eq == -1:
+            return None
+        name = labels[i:eq].strip()
+        q = labels.find('"', eq)
+        if q == -1:
+            return None
+        j = q + 1
+        while j < n and labels[j] != '"':
+            j += 2 if labels[j] == "\\" else 1
         if name == "le":
             try:
-                return float(value)
+                return float(labels[q + 1 : j])
             except ValueError:
                 return None
+        i = j + 1
     return None
 
 

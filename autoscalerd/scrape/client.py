@@ -117,9 +117,10 @@ class ScrapeOutcome:
     error: ScrapeError | None
     duration_seconds: float
     matched: int = 0
-    series: tuple[tuple[tuple[tuple[str, str], ...], float], ...] | None = None
-    """For a derived source (`source.signal`, issue 13): each matching series' labels and
-    value (`scrape/series.py`); None for a plain gauge, whose sum `value` is all it needs."""
+    series: tuple[tuple[str, ...], tuple[float, ...]] | None = None
+    """For a derived source (`source.signal`, issue 13): the matching series' label sets as
+    written on the page and their values, in page order (`scrape/series.py`); None for a
+    plain gauge, whose sum `value` is all it needs."""
 
     @property
     def ok(self) -> bool:

@@ -64,8 +64,8 @@ def world(
     return r, scraper, clock
 
 
-def counter(value: float) -> tuple[tuple[tuple[tuple[str, str], ...], float], ...]:
-    return (((("code", "200"),), value),)
+def counter(value: float) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    return ('code="200"',), (value,)
 
 
 async def test_rate_is_summed_over_pods_and_a_reset_causes_no_spurious_scaling(
@@ -113,9 +113,9 @@ async def test_histogram_quantile_total_is_value_times_pods(tmp_path: Path) -> N
     r, scraper, clock = world(policy, replicas=2, pods=2)
     metric = policy.sources[0].target_metric
 
-    def buckets(counts: list[float]) -> tuple[tuple[tuple[tuple[str, str], ...], float], ...]:
+    def buckets(counts: list[float]) -> tuple[tuple[str, ...], tuple[float, ...]]:
         les = ("0.1", "0.2", "1", "+Inf")
-        return tuple(((("le", le),), c) for le, c in zip(les, counts, strict=True))
+        return tuple(f'le="{le}"' for le in les), tuple(counts)
 
     scraper.set(metric, web_0=buckets([0, 0, 0, 0]), web_1=buckets([0, 0, 0, 0]))
     d = await r.tick()

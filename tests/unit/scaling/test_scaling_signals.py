@@ -7,17 +7,28 @@ import math
 import pytest
 
 from autoscalerd.config.model import Signal, SignalKind
-from autoscalerd.scaling.signals import Labels, SignalState, histogram_quantile_of
+from autoscalerd.scaling.signals import SignalState, histogram_quantile_of, le_of
 
 RATE = Signal(kind=SignalKind.RATE, window_seconds=10.0)
-A: Labels = (("code", "200"),)
-B: Labels = (("code", "500"),)
+A = 'code="200"'
+B = 'code="500"'
+
+Page = list[tuple[str, float]]
 
 
-def feed(
-    state: SignalState, ticks: list[tuple[float, dict[str, list[tuple[Labels, float]] | None]]]
-):
-    return [state.observe(now, pods) for now, pods in ticks]
+def split(series: Page | None) -> tuple[tuple[str, ...], tuple[float, ...]] | None:
+    """A page's series as the scraper hands them over: (label sets, values)."""
+    if series is None:
+        return None
+    return tuple(k for k, _ in series), tuple(v for _, v in series)
+
+
+def observe(state: SignalState, now: float, pods: dict[str, Page | None]):
+    return state.observe(now, {name: split(series) for name, series in pods.items()})
+
+
+def feed(state: SignalState, ticks: list[tuple[float, dict[str, Page | None]]]):
+    return [observe(state, now, pods) for now, pods in ticks]
 
 
 RATE_CASES = [
@@ -97,33 +108,33 @@ def test_a_pod_that_was_not_ready_for_long_brings_no_history_in() -> None:
     """A pod that joins with a counter of a million (it ran, unready, for hours) is credited
     at most its first interval's rate for the time before its first sample."""
     state = SignalState(RATE)
-    state.observe(0, {"p": [(A, 0)]})
-    state.observe(1, {"p": [(A, 5)], "q": [(A, 1_000_000)]})
-    r = state.observe(2, {"p": [(A, 10)], "q": [(A, 1_000_005)]})
+    observe(state, 0, {"p": [(A, 0)]})
+    observe(state, 1, {"p": [(A, 5)], "q": [(A, 1_000_000)]})
+    r = observe(state, 2, {"p": [(A, 10)], "q": [(A, 1_000_005)]})
     assert r.value == pytest.approx((10 + 5 + 5) / 2)
 
 
 def test_rate_answered_and_missing_counts() -> None:
     state = SignalState(RATE)
-    state.observe(0, {"p": [(A, 0)], "q": [(A, 0)]})
-    r = state.observe(1, {"p": [(A, 3)], "q": None, "n": [(A, 7)]})
+    observe(state, 0, {"p": [(A, 0)], "q": [(A, 0)]})
+    r = observe(state, 1, {"p": [(A, 3)], "q": None, "n": [(A, 7)]})
     assert (r.value, r.answered, r.missing) == (3.0, 1, 2)
 
 
 def test_no_samples_is_no_data_never_zero() -> None:
-    r = SignalState(RATE).observe(0, {"p": [(A, 5)]})
+    r = observe(SignalState(RATE), 0, {"p": [(A, 5)]})
     assert r.value is None and r.why == "no pod has two samples in the window yet"
 
 
 def test_memory_bounded_by_window_and_gone_pods_forgotten() -> None:
     state = SignalState(RATE)
     for t in range(100):
-        state.observe(float(t), {"p": [(A, float(t))], "q": [(A, float(t))]})
+        observe(state, float(t), {"p": [(A, float(t))], "q": [(A, float(t))]})
     # window 10 s at one sample a second: at most 11 samples per series
-    assert state.samples_remembered() == 2 * 11
-    state.observe(100.0, {"q": [(A, 100.0)]})
+    assert state.samples_remembered() == 2 * 11  # one series per pod
+    observe(state, 100.0, {"q": [(A, 100.0)]})
     assert state.pods_remembered() == 1
-    state.observe(101.0, {})
+    observe(state, 101.0, {})
     assert state.pods_remembered() == 0 and state.samples_remembered() == 0
 
 
@@ -166,11 +177,11 @@ def test_histogram_quantile_edges(buckets, q: float, expected: float | None) -> 
     assert got == (None if expected is None else pytest.approx(expected))
 
 
-def bucket(le: str, **extra: str) -> Labels:
-    return tuple(sorted({"le": le, **extra}.items()))
+def bucket(le: str, **extra: str) -> str:
+    return ",".join(f'{k}="{v}"' for k, v in {**extra, "le": le}.items())
 
 
-def page(counts: list[float], **extra: str) -> list[tuple[Labels, float]]:
+def page(counts: list[float], **extra: str) -> Page:
     les = ["0.1", "0.2", "1", "+Inf"]
     return [(bucket(le, **extra), c) for le, c in zip(les, counts, strict=True)]
 
@@ -179,29 +190,55 @@ def test_quantile_over_window_increases_summed_over_pods() -> None:
     """Two pods each observe half of Prometheus' "positive" histogram within the window: the
     quantiles are those of the whole, whatever each pod's counts were before."""
     state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.8))
-    state.observe(0, {"a": page([100, 100, 100, 100]), "b": page([0, 0, 0, 0])})
-    r = state.observe(30, {"a": page([125, 135, 155, 160]), "b": page([25, 35, 55, 60])})
+    observe(state, 0, {"a": page([100, 100, 100, 100]), "b": page([0, 0, 0, 0])})
+    r = observe(state, 30, {"a": page([125, 135, 155, 160]), "b": page([25, 35, 55, 60])})
     assert (r.value, r.answered) == (pytest.approx(0.72), 2)
 
 
 def test_quantile_with_a_counter_reset_on_one_pod() -> None:
     state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.5))
-    state.observe(0, {"a": page([1000, 1000, 1000, 1000]), "b": page([0, 0, 0, 0])})
+    observe(state, 0, {"a": page([1000, 1000, 1000, 1000]), "b": page([0, 0, 0, 0])})
     # pod a restarted: its counts start again from 0, and these are its observations
-    r = state.observe(1, {"a": page([25, 35, 55, 60]), "b": page([25, 35, 55, 60])})
+    r = observe(state, 1, {"a": page([25, 35, 55, 60]), "b": page([25, 35, 55, 60])})
     assert r.value == pytest.approx(0.15)
 
 
 def test_quantile_without_observations_is_no_data() -> None:
     state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.5))
-    state.observe(0, {"a": page([3, 4, 5, 6])})
-    r = state.observe(1, {"a": page([3, 4, 5, 6])})
+    observe(state, 0, {"a": page([3, 4, 5, 6])})
+    r = observe(state, 1, {"a": page([3, 4, 5, 6])})
     assert r.value is None and r.why == "no observation in the window"
     assert r.answered == 1
 
 
 def test_quantile_sums_other_labels_by_le() -> None:
     state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.5))
-    state.observe(0, {"a": page([0, 0, 0, 0], model="x") + page([0, 0, 0, 0], model="y")})
-    r = state.observe(1, {"a": page([50, 70, 110, 120], model="x") + page([0, 0, 0, 0], model="y")})
+    observe(state, 0, {"a": page([0, 0, 0, 0], model="x") + page([0, 0, 0, 0], model="y")})
+    r = observe(
+        state, 1, {"a": page([50, 70, 110, 120], model="x") + page([0, 0, 0, 0], model="y")}
+    )
     assert r.value == pytest.approx(0.15)
+
+
+@pytest.mark.parametrize(
+    ("labels", "le"),
+    [
+        ('le="0.5"', 0.5),
+        ('model="a",le="+Inf"', math.inf),
+        ('handle="x,le=\\"9\\"",le="2"', 2.0),
+        ('model="a"', None),
+        ('le="fast"', None),
+    ],
+)
+def test_le_of(labels: str, le: float | None) -> None:
+    assert le_of(labels) == le
+
+
+def test_series_that_appear_and_vanish_on_a_pod_of_a_histogram() -> None:
+    state = SignalState(Signal(kind=SignalKind.QUANTILE, window_seconds=60.0, quantile=0.5))
+    observe(state, 0, {"a": page([0, 0, 0, 0], model="x")})
+    # model y appears at t=1 (counts from there, credited its first interval's rate for the
+    # second before its first sample), model x vanishes at t=2
+    observe(state, 1, {"a": page([0, 0, 0, 0], model="x") + page([10, 10, 10, 10], model="y")})
+    r = observe(state, 2, {"a": page([20, 20, 20, 20], model="y")})
+    assert r.value == pytest.approx(0.05)  # all 20 observations in the lowest bucket

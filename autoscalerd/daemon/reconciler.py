@@ -311,6 +311,7 @@ class PolicyReconciler:
                 samples.append(
                     self._signals.sample(i, ctx.clock.now(), counted, outcomes[i * n : (i + 1) * n])
                 )
+                self._signals.report(i, source, self.problems)
                 continue
             samples.append(
                 SourceSample(

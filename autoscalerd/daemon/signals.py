@@ -20,12 +20,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autoscalerd.config.model import MetricSource, SignalKind
+from autoscalerd.daemon.problems import Problems
 from autoscalerd.kube.pods import PodInfo
 from autoscalerd.scaling.autoscaler import SourceSample
 from autoscalerd.scaling.signals import SignalResult, SignalState
 from autoscalerd.scrape.client import ScrapeOutcome
 
-__all__ = ["DerivedSignals"]
+__all__ = ["SIGNAL_PREFIX", "DerivedSignals"]
+
+SIGNAL_PREFIX = "signal:"
+"""Problem key of a derived source whose series cannot give a value (`signal:<index>`)."""
+
+_FIXES = {
+    "the buckets have no": (
+        "histogram_quantile needs the whole histogram: make targetMetric's selector match the "
+        'le="+Inf" bucket too (a matcher on le drops buckets)'
+    ),
+    "a bucket series has no numeric le": (
+        "histogram_quantile reads the _bucket series of a histogram, each with a numeric le "
+        "label; check the metric name in targetMetric"
+    ),
+}
 
 
 class DerivedSignals:
@@ -67,3 +82,19 @@ class DerivedSignals:
         if 2 * result.answered < n:
             return SourceSample(total=None, answered=0, missing=n)
         return SourceSample(total=result.value * n, answered=n, missing=0)
+
+    def report(self, index: int, source: MetricSource, problems: Problems) -> None:
+        """Report (once) a derived source whose series cannot give a value whatever the load,
+        with the fix; resolve it when it gives one again. No data for a normal reason (no
+        observation in the window, pods without two samples yet) is not a problem."""
+        key = f"{SIGNAL_PREFIX}{index}"
+        result = self.last.get(index)
+        why = result.why if result is not None else ""
+        fix = next((f for prefix, f in _FIXES.items() if why.startswith(prefix)), None)
+        if fix is None:
+            if result is not None and result.value is not None:
+                problems.resolved(key, metric=source.target_metric)
+            return
+        problems.report(
+            key, f"{source.target_metric}: {why}. Fix: {fix}", metric=source.target_metric
+        )

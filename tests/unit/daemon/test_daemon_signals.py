@@ -151,3 +151,19 @@ async def test_status_shows_the_active_schedule_and_bounds(tmp_path: Path) -> No
         "effective_min_replicas": 1,
         "effective_max_replicas": 20,
     }
+
+
+async def test_a_histogram_without_its_inf_bucket_is_reported_once_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    metric = 'histogram_quantile(0.5, ttft_seconds_bucket{le!="+Inf"}[10s])'
+    policy = load_policy(tmp_path, metric, 0.1)
+    r, scraper, clock = world(policy, replicas=1, pods=1)
+    for t in range(3):
+        scraper.set(metric, web_0=(('le="0.1"', 'le="1"'), (float(t), float(2 * t))))
+        d = await r.tick()
+        assert d is not None and d.values == (None,), "no data, never 0"
+        clock.advance(1.0)
+    errors = r.status()["errors"]
+    assert len(errors) == 1
+    assert 'no le="+Inf" series' in errors[0] and "a matcher on le drops buckets" in errors[0]

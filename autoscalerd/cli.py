@@ -143,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="without a ready column: delay before new pods count (default 0)",
     )
+    simulate.add_argument(
+        "--start",
+        metavar="ISO8601",
+        help="wall-clock time of trace time 0, e.g. 2026-03-02T08:00:00Z "
+        "(required when the policy has schedules)",
+    )
 
     status = sub.add_parser("status", help="show the policies of a running daemon")
     status.add_argument(
@@ -304,6 +310,7 @@ def _simulate(args: argparse.Namespace) -> int:
         plot=args.plot,
         policy=args.policy,
         pod_startup=args.pod_startup,
+        start=args.start,
         stdout=sys.stdout,
         stderr=sys.stderr,
     )

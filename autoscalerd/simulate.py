@@ -12,6 +12,14 @@ Input CSV, header first: `time,ready,<one column per metric source, named as its
   seconds later (0: at once, so they count from the next tick), a scale-down removes
   not-ready pods first. The metric totals are demand, whatever the number of pods.
 
+- A derived source's column (DESIGN §2.4) is named by its whole `targetMetric` (quote it in
+  the header: it holds a comma for `histogram_quantile`) and holds what the daemon computes
+  that tick: for `rate()` the total over the ready pods, for `histogram_quantile()` the
+  quantile itself, whose total is then value × ready.
+- `--start ISO8601` anchors trace time 0 to a wall clock (required when the policy has
+  `spec.schedules`); each tick then runs with the bounds of the window active at that time,
+  and `--plot` shades the windows.
+
 Output CSV, one row per input row: `time,ready,desired,mode,reason`. `desired` is the replica
 count after that tick: the decision, or the unchanged `spec.replicas` when the tick made none
 (reason `no-data`, `target-at-zero`).
@@ -27,9 +35,10 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TextIO
 
-from autoscalerd.config.model import Config, Policy
+from autoscalerd.config.model import Config, Policy, SignalKind
 from autoscalerd.errors import AutoscalerdError
 from autoscalerd.scaling import Autoscaler, SourceSample, Tick
 
@@ -69,6 +78,8 @@ class SimRow:
     mode: str
     reason: str
     totals: tuple[float | None, ...]
+    schedule: str | None = None
+    """The `spec.schedules` window active at that tick (with `--start`)."""
 
 
 def _parse_float(text: str) -> float | None:
@@ -164,8 +175,21 @@ def read_trace(path: str, policy: Policy, stream: TextIO) -> list[TraceRow]:
     return rows
 
 
-def simulate(policy: Policy, rows: Sequence[TraceRow], *, pod_startup: float = 0.0) -> list[SimRow]:
-    """Run `rows` through a fresh `Autoscaler` for `policy`; one output row per input row."""
+def simulate(
+    policy: Policy,
+    rows: Sequence[TraceRow],
+    *,
+    pod_startup: float = 0.0,
+    start: float | None = None,
+) -> list[SimRow]:
+    """Run `rows` through a fresh `Autoscaler` for `policy`; one output row per input row.
+
+    `start` (Unix seconds) anchors trace time 0 to a wall clock, for `spec.schedules`. A
+    `histogram_quantile()` column holds the quantile itself: its total is value × ready,
+    as the daemon computes it (DESIGN §2.4)."""
+    quantile = tuple(
+        s.signal is not None and s.signal.kind is SignalKind.QUANTILE for s in policy.sources
+    )
     autoscaler = Autoscaler(policy)
     out: list[SimRow] = []
     if not rows:
@@ -188,12 +212,17 @@ def simulate(policy: Policy, rows: Sequence[TraceRow], *, pod_startup: float = 0
         samples = tuple(
             SourceSample(total=None, answered=0, missing=ready)
             if total is None
-            else SourceSample(total=total, answered=ready, missing=0)
-            for total in row.totals
+            else SourceSample(total=total * ready if level else total, answered=ready, missing=0)
+            for total, level in zip(row.totals, quantile, strict=True)
         )
         decision = autoscaler.decide(
             Tick(
-                now=now, current_replicas=current, ready=ready, not_ready=not_ready, samples=samples
+                now=now,
+                current_replicas=current,
+                ready=ready,
+                not_ready=not_ready,
+                samples=samples,
+                wall=None if start is None else start + now,
             )
         )
         desired = current if decision.desired is None else decision.desired
@@ -207,6 +236,7 @@ def simulate(policy: Policy, rows: Sequence[TraceRow], *, pod_startup: float = 0
                 mode=decision.mode,
                 reason=decision.reason,
                 totals=row.totals,
+                schedule=decision.schedule,
             )
         )
         if follow and desired != current:
@@ -262,11 +292,24 @@ def run_simulate(
     pod_startup: float,
     stdout: TextIO,
     stderr: TextIO,
+    start: str | None = None,
 ) -> int:
     """Run `autoscalerd simulate`; return the exit code (0, or 2 on bad input)."""
     picked = _pick_policy(config, policy)
     if isinstance(picked, str):
         print(f"autoscalerd simulate: {picked}", file=stderr)
+        return EXIT_BAD_INPUT
+    anchor = _parse_start(start)
+    if isinstance(anchor, str) or (anchor is None and picked.schedules):
+        message = (
+            anchor
+            if isinstance(anchor, str)
+            else (
+                f"policy {picked.key} has schedules: anchor the trace to a wall clock with "
+                "--start, e.g. --start 2026-03-02T08:00:00Z"
+            )
+        )
+        print(f"autoscalerd simulate: {message}", file=stderr)
         return EXIT_BAD_INPUT
     if pod_startup < 0 or not math.isfinite(pod_startup):
         print("autoscalerd simulate: --pod-startup must be a number of seconds >= 0", file=stderr)
@@ -293,7 +336,7 @@ def run_simulate(
         for p in exc.problems:
             print(p, file=stderr)
         return EXIT_BAD_INPUT
-    results = simulate(picked, rows, pod_startup=pod_startup)
+    results = simulate(picked, rows, pod_startup=pod_startup, start=anchor)
     try:
         if output is None:
             write_output(results, stdout)
@@ -306,6 +349,33 @@ def run_simulate(
         print(f"autoscalerd simulate: cannot write: {exc}", file=stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _parse_start(text: str | None) -> float | str | None:
+    """`--start` as Unix seconds; a message (str) when it is not an ISO 8601 time with a zone."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return f"--start {text!r} is not an ISO 8601 time; write e.g. 2026-03-02T08:00:00Z"
+    if when.tzinfo is None:
+        return f"--start {text!r} has no time zone; add Z or an offset such as +01:00"
+    return when.timestamp()
+
+
+def _schedule_spans(rows: Sequence[SimRow]) -> list[tuple[float, float, str]]:
+    """(start, end, name) of each run of rows with the same active schedule."""
+    spans: list[tuple[float, float, str]] = []
+    for i, r in enumerate(rows):
+        if r.schedule is None:
+            continue
+        end = rows[i + 1].time if i + 1 < len(rows) else r.time
+        if spans and spans[-1][2] == r.schedule and spans[-1][1] == r.time:
+            spans[-1] = (spans[-1][0], end, r.schedule)
+        else:
+            spans.append((r.time, end, r.schedule))
+    return spans
 
 
 def _panic_spans(rows: Sequence[SimRow]) -> list[tuple[float, float]]:
@@ -330,25 +400,45 @@ def draw(plt: Any, policy: Policy, rows: Sequence[SimRow], path: str) -> None:
     )
     for i, source in enumerate(policy.sources):
         values = [r.totals[i] if r.totals[i] is not None else math.nan for r in rows]
-        line = ax_metric.plot(times, values, linewidth=1.2, label=f"{source.target_metric} (total)")
-        ax_metric.step(
+        level = source.signal is not None and source.signal.kind is SignalKind.QUANTILE
+        axis = ax_metric.twinx() if level and len(policy.sources) > 1 else ax_metric
+        line = axis.plot(
             times,
-            [source.target_value * r.ready for r in rows],
+            values,
+            linewidth=1.2,
+            color=f"C{i}",
+            label=f"{source.target_metric}" + ("" if level else " (total)"),
+        )
+        axis.step(
+            times,
+            [source.target_value * (1 if level else r.ready) for r in rows],
             where="post",
             linestyle="--",
             linewidth=1,
             color=line[0].get_color(),
             alpha=0.7,
-            label=f"target × ready ({source.target_value:g} per pod)",
+            label=(
+                f"target ({source.target_value:g})"
+                if level
+                else f"target × ready ({source.target_value:g} per pod)"
+            ),
         )
+        if axis is not ax_metric:
+            axis.legend(loc="center right", fontsize="small")
     ax_pods.step(times, [r.ready for r in rows], where="post", label="ready", linewidth=1.5)
     ax_pods.step(
         times, [r.desired for r in rows], where="post", label="desired", linewidth=1.2, alpha=0.8
     )
     spans = _panic_spans(rows)
+    windows = _schedule_spans(rows)
     for ax in (ax_metric, ax_pods):
         for i, (a, b) in enumerate(spans):
             ax.axvspan(a, b, color="tab:red", alpha=0.12, label="panic" if i == 0 else None)
+        named: set[str] = set()
+        for a, b, name in windows:
+            label = None if name in named else f"schedule {name}"
+            named.add(name)
+            ax.axvspan(a, b, color="tab:green", alpha=0.10, label=label)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize="small")
     ax_metric.set_ylabel("metric")

@@ -75,15 +75,19 @@ BENCHES = [
         ("--warmup", "5", "--seconds", "15"),
         420,
     ),
-]
-BENCHES.append(
     Bench(
         "sources_resource_requests",
         "real daemon, 100 resource (cpu) policies x 10 pods: PodMetrics lists per tick",
         ("--workloads", "20", "--pods", "3", "--warmup", "3", "--seconds", "5"),
         180,
-    )
-)
+    ),
+    Bench(
+        "daemon_signals",
+        "real daemon, 100 policies x 10 pods: histogram_quantile (30 buckets) vs gauge CPU per scrape",
+        ("--warmup", "5", "--seconds", "15"),
+        300,
+    ),
+]
 BY_NAME = {b.name: b for b in BENCHES}
 
 

@@ -7,6 +7,9 @@ JSON line on stdout when everything is Ready (kubeconfig, control URL, workloads
 URLs), then serves a plain-HTTP control endpoint `GET /stats` (scrapes served by the pods, API
 requests, scale writes, open watches) until SIGTERM/SIGINT or `--duration` seconds.
 
+`--histogram-buckets N` adds a histogram `ttft_seconds` of N buckets (the last `+Inf`) whose
+counts grow with time on every pod (bench/daemon_signals.py).
+
 `--hostile N` adds N Deployments `hostile-0`… of one plain-HTTP pod each whose endpoint does not
 listen (a `refuse` pod fault): the pod has its loopback address, and bench/daemon_hostile.py
 serves a misbehaving endpoint there itself (listed under "hostile" in the JSON line).
@@ -59,6 +62,10 @@ async def run(args: argparse.Namespace) -> int:
             name = f"app-{i}"
             await sb.add_deployment("bench", name, args.pods, metrics=ep)
             sb.set_load("bench", name, "go_threads", args.target * args.pods)
+            for j in range(args.histogram_buckets):  # bench/daemon_signals.py
+                le = "+Inf" if j == args.histogram_buckets - 1 else f"{0.01 * 1.25**j:.4g}"
+                rate = 10.0 * args.pods * min(1.0, (j + 1) / (args.histogram_buckets - 1))
+                sb.set_counter_rate("bench", name, f'ttft_seconds_bucket{{le="{le}"}}', rate)
         hostile_ep = MetricsEndpoint(port=args.port, path="/metrics", tls="plain")
         for i in range(args.hostile):
             name = f"hostile-{i}"
@@ -121,6 +128,12 @@ def main() -> int:
     ap.add_argument("--plain", action="store_true", help="plain HTTP instead of self-signed TLS")
     ap.add_argument("--ip-base", default=None)
     ap.add_argument("--hostile", type=int, default=0, help="pods whose address the bench serves")
+    ap.add_argument(
+        "--histogram-buckets",
+        type=int,
+        default=0,
+        help="add a counting histogram ttft_seconds with this many buckets to every pod",
+    )
     ap.add_argument("--duration", type=float, default=600.0, help="stop after this long anyway")
     args = ap.parse_args()
     return asyncio.run(run(args))

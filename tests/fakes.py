@@ -19,6 +19,7 @@ import itertools
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from autoscalerd.config.model import LeaderElection, ScaleTargetRef
 from autoscalerd.kube.credentials import CredentialsRejected
@@ -347,12 +348,13 @@ class FakeScraper:
     """
 
     def __init__(self) -> None:
-        self.answers: dict[tuple[str, str], float | ScrapeError] = {}
+        self.answers: dict[tuple[str, str], float | ScrapeError | tuple[Any, ...]] = {}
+        """A tuple answer is `(label sets, values)`: the series of a derived source."""
         self.calls: list[tuple[list[ScrapeTarget], float]] = []
         self.during: Callable[[], Awaitable[None]] | None = None
         self.closed = False
 
-    def set(self, metric: str, **values: float | ScrapeError) -> None:
+    def set(self, metric: str, **values: float | ScrapeError | tuple[Any, ...]) -> None:
         """`set("requests", web_0=10, web_1=scrape_error())`: pod names with `_` for `-`."""
         for name, value in values.items():
             self.answers[(name.replace("_", "-"), metric)] = value
@@ -371,6 +373,10 @@ class FakeScraper:
             if isinstance(answer, ScrapeError):
                 outcomes.append(ScrapeOutcome(target=target, value=None, error=answer,
                                               duration_seconds=0.001))  # fmt: skip
+            elif isinstance(answer, tuple):  # (label sets, values): a derived source, issue 13
+                outcomes.append(ScrapeOutcome(target=target, value=sum(answer[1]), error=None,
+                                              duration_seconds=0.001, matched=len(answer[0]),
+                                              series=answer))  # fmt: skip
             else:
                 outcomes.append(ScrapeOutcome(target=target, value=answer, error=None,
                                               duration_seconds=0.001, matched=1))  # fmt: skip

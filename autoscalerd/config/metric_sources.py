@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from autoscalerd.config.model import Authorization, MetricSource, TLSConfig
@@ -15,7 +16,7 @@ from autoscalerd.config.readers import (
     read_mapping,
     read_string,
 )
-from autoscalerd.config.selector import parse_selector
+from autoscalerd.config.signals import parse_target_metric
 from autoscalerd.config.source_types import (
     check_type_fields,
     normalize_type,
@@ -123,6 +124,7 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
             metrics_path = "/" + text.lstrip("/")
 
     selector = None
+    signal = None
     target_metric = None
     if "targetMetric" not in data:
         doc.add(path, "targetMetric is required (a metric name or a series selector)", at_key=True)
@@ -130,9 +132,22 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
         target_metric = read_string(doc, (*path, "targetMetric"), data["targetMetric"])
         if target_metric is not None:
             try:
-                selector = parse_selector(target_metric)
+                selector, signal = parse_target_metric(target_metric)
             except ValueError as exc:
                 doc.add((*path, "targetMetric"), str(exc))
+            if signal is not None:
+                signal = replace(signal, where=doc.where((*path, "targetMetric")))
+                if kind != "pod":
+                    doc.add(
+                        (*path, "targetMetric"),
+                        f"{signal.kind.value}() is computed from each pod's own scrapes, so it "
+                        f"needs metricSourceType pod, not {data.get('metricSourceType')}; "
+                        + (
+                            "put the rate or quantile in the PromQL query instead"
+                            if kind == "prometheus"
+                            else "use a plain metric name here"
+                        ),
+                    )
             if selector is not None and kind in ("resource", "custom") and selector.matchers:
                 doc.add(
                     (*path, "targetMetric"),
@@ -187,6 +202,7 @@ def _read_source(doc: Document, path: Path, value: Any) -> MetricSource | None:
         tls=tls,
         authorization=authorization,
         where=doc.where(path),
+        signal=signal,
     )
 
 

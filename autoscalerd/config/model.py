@@ -31,7 +31,10 @@ __all__ = [
     "RatePolicy",
     "Regex",
     "ScaleTargetRef",
+    "Schedule",
     "SeriesSelector",
+    "Signal",
+    "SignalKind",
     "SourceRef",
     "Strategy",
     "TLSConfig",
@@ -183,6 +186,41 @@ class Authorization:
     credentials_file: str
 
 
+class SignalKind(StrEnum):
+    RATE = "rate"
+    QUANTILE = "histogram_quantile"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Signal:
+    """A derived signal of `targetMetric` (`rate(...)`, `histogram_quantile(...)`; DESIGN §2.4):
+    computed from each pod's successive scrapes of the source's selector (`config/signals.py`)."""
+
+    kind: SignalKind
+    window_seconds: float
+    quantile: float | None = None
+    """Q of `histogram_quantile`, in [0, 1]; None for `rate`."""
+    where: SourceRef | None = field(default=None, compare=False)
+    """The `targetMetric` line, for the window check that needs the DaemonConfig."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Schedule:
+    """One entry of `spec.schedules` (AIbrix; DESIGN §2.5): bounds for a weekly time window."""
+
+    name: str
+    timezone: str
+    """IANA name (`Europe/Berlin`); `UTC` by default."""
+    days: frozenset[int]
+    """Days of the week the window applies on, 0 = Monday … 6 = Sunday."""
+    start_minute: int
+    """Minutes after local midnight, inclusive."""
+    end_minute: int
+    """Minutes after local midnight, excluded; above `start_minute` (no crossing midnight)."""
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MetricSource:
     """One entry of `spec.metricsSources`: where and what to read (DESIGN §2.3).
@@ -211,6 +249,8 @@ class MetricSource:
     tls: TLSConfig = TLSConfig()
     authorization: Authorization | None = None
     where: SourceRef | None = field(default=None, compare=False)
+    signal: Signal | None = None
+    """Set for `rate(...)`/`histogram_quantile(...)`; `selector` is then the inner selector."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -335,6 +375,7 @@ class Policy:
     hpa: HpaParams = field(default_factory=HpaParams)
     fallback: Fallback | None = None
     where: SourceRef | None = field(default=None, compare=False)
+    schedules: tuple[Schedule, ...] = ()
 
     @property
     def key(self) -> str:

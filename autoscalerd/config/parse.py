@@ -30,6 +30,7 @@ from autoscalerd.config.problems import (
     dotted,
 )
 from autoscalerd.config.readers import describe, read_mapping, suggest
+from autoscalerd.config.signals import check_windows
 
 __all__ = [
     "ANNOTATIONS",
@@ -108,6 +109,7 @@ def parse_documents(
         policies.append(policy)
 
     config = Config(daemon=daemon or DaemonConfig(), policies=tuple(policies), files=tuple(files))
+    problems.extend(check_windows(config.policies, config.daemon))  # issue 13: needs DaemonConfig
     return config, problems
 
 

@@ -21,6 +21,7 @@ from autoscalerd.config.readers import (
     read_mapping,
     read_string,
 )
+from autoscalerd.config.schedules import read_schedules
 from autoscalerd.config.strategy_params import read_strategy_params
 
 __all__ = [
@@ -56,15 +57,12 @@ SPEC_FIELDS = (
     "panicWindowSeconds",
     "behavior",
     "fallback",
+    "schedules",
 )
 SPEC_REJECTED = {
     "subTargetSelector": (
         "subTargetSelector (StormService roles) is an AIbrix field this daemon does not act "
         "on yet; remove it and point scaleTargetRef at the workload to scale"
-    ),
-    "schedules": (
-        "schedules are an AIbrix field this daemon does not act on yet; remove them "
-        "(minReplicas/maxReplicas apply at all times)"
     ),
     "targetMetric": (
         "spec.targetMetric moved into spec.metricsSources[].targetMetric in AIbrix v0.2; "
@@ -132,10 +130,14 @@ def read_pod_autoscaler(doc: Document, data: Mapping[str, Any]) -> Policy | None
         fallback = _read_fallback(
             doc, (*_SPEC, "fallback"), spec["fallback"], min_replicas, max_replicas
         )
+    schedules = read_schedules(
+        doc, (*_SPEC, "schedules"), spec.get("schedules"), min_replicas, max_replicas
+    )
 
     if len(doc.problems) != problems_before:
         return None
     assert name and namespace and target and strategy and sources is not None
+    assert schedules is not None
     assert min_replicas is not None and max_replicas is not None
     return Policy(
         namespace=namespace,
@@ -150,6 +152,7 @@ def read_pod_autoscaler(doc: Document, data: Mapping[str, Any]) -> Policy | None
         hpa=hpa,
         fallback=fallback,
         where=doc.where(("metadata", "name")),
+        schedules=schedules,
     )
 
 

@@ -25,6 +25,7 @@ from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Kube, PodView, Scrape
 from autoscalerd.daemon.problems import SCRAPE_PREFIX, Problems
 from autoscalerd.daemon.scale_refresh import scale_is_fresh
 from autoscalerd.daemon.scrape_targets import ScrapeTargets
+from autoscalerd.daemon.signals import DerivedSignals
 from autoscalerd.daemon.sources import Query, SamplingEnv, SourceSampler
 from autoscalerd.daemon.tick_grid import next_tick, tick_phase
 from autoscalerd.kube.errors import KubeError
@@ -116,6 +117,7 @@ class PolicyReconciler:
         self._sampler = SourceSampler(policy, self.problems)
         self._pod_indexes = tuple(i for i, s in enumerate(policy.sources) if s.type == "pod")
         self._pod_sources: tuple[MetricSource, ...] = ()
+        self._signals = DerivedSignals(policy.sources)  # issue 13: rate(), histogram_quantile()
         self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         """This policy's children of the labelled metrics, by (id(metric), extra label values):
         `labels()` takes a lock and builds a key on every call."""
@@ -228,6 +230,7 @@ class PolicyReconciler:
                 ready=len(counted),
                 not_ready=len(not_ready),
                 samples=samples,
+                wall=self.ctx.clock.wall() if self.policy.schedules else None,
             )
         )
         self._record_decision(decision)
@@ -307,7 +310,8 @@ class PolicyReconciler:
             source = p.sources[i]
             total = 0.0
             answered = 0
-            for pod, outcome in zip(counted, outcomes[k * n : (k + 1) * n], strict=True):
+            pod_outcomes = outcomes[k * n : (k + 1) * n]
+            for pod, outcome in zip(counted, pod_outcomes, strict=True):
                 observe(outcome.duration_seconds)
                 if outcome.error is None and outcome.value is not None:
                     total += outcome.value
@@ -324,6 +328,10 @@ class PolicyReconciler:
                     event="FailedGetMetrics",
                 )
             results["ok"] = results.get("ok", 0) + answered
+            if self._signals.derived(i):  # issue 13: per-pod series into the signal's window
+                samples[i] = self._signals.sample(i, ctx.clock.now(), counted, pod_outcomes)
+                self._signals.report(i, source, self.problems)
+                continue
             samples[i] = SourceSample(
                 total=total if answered else None, answered=answered, missing=n - answered
             )
@@ -424,6 +432,7 @@ class PolicyReconciler:
                     ready=self._ready,
                     desired=decision.desired,
                     panic=decision.mode == "panic",
+                    schedule=decision.schedule is not None,
                     error=self.problems.active,
                 ),
             )
@@ -543,4 +552,16 @@ class PolicyReconciler:
             "errors": errors[:20],
             "ticks": self.ticks,
             "late_ticks": self.late_ticks,
+            # issue 13: AIbrix status.scheduledBounds
+            "scheduled_bounds": _scheduled_bounds(d) if p.schedules else None,
         }
+
+
+def _scheduled_bounds(d: Decision | None) -> dict[str, Any] | None:
+    if d is None or d.bounds is None:
+        return None
+    return {
+        "active_schedule": d.schedule,
+        "effective_min_replicas": d.bounds[0],
+        "effective_max_replicas": d.bounds[1],
+    }

@@ -119,8 +119,9 @@ def build_filler(page_size_bytes: int, exclude: set[str]) -> tuple[str, str]:
 _NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
-def render_series(values: dict[str, float]) -> str:
-    """Series for the load metrics, grouped by family with HELP/TYPE lines."""
+def render_series(values: dict[str, float], kind: str = "gauge") -> str:
+    """Series for the load metrics, grouped by family with HELP/TYPE lines (`kind` counter:
+    a `x_bucket` family is typed as the histogram `x`)."""
     families: dict[str, list[str]] = {}
     for metric, value in values.items():
         fam = family_name(metric)
@@ -129,6 +130,9 @@ def render_series(values: dict[str, float]) -> str:
         families.setdefault(fam, []).append(f"{metric.strip()} {format_value(value)}")
     out = []
     for fam, lines in families.items():
-        out.append(f"# HELP {fam} Simulated load metric.\n# TYPE {fam} gauge\n")
+        typed, fam_kind = fam, kind
+        if kind == "counter" and fam.endswith("_bucket"):
+            typed, fam_kind = fam[: -len("_bucket")], "histogram"
+        out.append(f"# HELP {typed} Simulated load metric.\n# TYPE {typed} {fam_kind}\n")
         out.append("\n".join(lines) + "\n")
     return "".join(out)

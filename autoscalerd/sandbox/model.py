@@ -104,6 +104,12 @@ class Workload:
     pods: dict[str, SimPod] = field(default_factory=dict, repr=False)
     loads: dict[str, float] = field(default_factory=dict)
     pod_values: dict[tuple[str, str], float] = field(default_factory=dict)
+    counter_rates: dict[str, float] = field(default_factory=dict)
+    """Counter series → total increase per second, spread over the Ready pods (issue 13)."""
+    counters: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(pod, counter series) → value at `counters_at`."""
+    counters_at: float | None = None
+    """`time.monotonic()` the counters were last brought up to."""
     history: list[tuple[float, int]] = field(default_factory=list)  # (time.time(), replicas)
     ca_file: Path | None = None
     server_name: str | None = None

@@ -350,6 +350,20 @@ class Sandbox:
                 return
         raise KeyError(f"no pod {namespace}/{pod}")
 
+    def set_counter_rate(self, namespace: str, name: str, series: str, total: float) -> None:
+        """Make counter ``series`` (``requests_total{code="200"}``, or a histogram's
+        ``x_bucket{le="0.5"}``) grow by ``total`` per second over the Ready pods together."""
+        self._controller.get(namespace, name).counter_rates[series] = float(total)
+
+    def reset_counter(self, namespace: str, pod: str, series: str) -> None:
+        """Start one pod's counter again from 0, as a restarted process does."""
+        for wl in self.workloads.values():
+            if wl.namespace == namespace and pod in wl.pods:
+                load.pod_counter_values(wl.pods[pod])  # count up to now at the old value
+                wl.counters[(pod, series)] = 0.0
+                return
+        raise KeyError(f"no pod {namespace}/{pod}")
+
     def pod_metric_values(self, pod: SimPod) -> dict[str, float]:
         return load.pod_metric_values(pod)
 

@@ -22,7 +22,9 @@ Per tick (`Autoscaler.decide`), in this order:
    below `current`, the answer is `current` (`partial-data`): missing data forbids scaling down.
 6. **Strategy post-processing.** KPA: scale-to-zero grace, then the scale-down delay window.
    APA: cooldown (stabilization) windows. HPA: stabilization windows, then `behavior` rates.
-7. **Clamp** to `[minReplicas, maxReplicas]` (`clamped-max`, `clamped-min`).
+7. **Clamp** to `[minReplicas, maxReplicas]` (`clamped-max`, `clamped-min`), the bounds of the
+   active schedule window when there is one (steps 1 and 3 use them too; at zero replicas a
+   window with its own `minReplicas` warms the target up, as in AIbrix).
 
 A decision is only a recommendation: the caller reports a scale it actually made with
 `applied(now, old, new)`, and only those count as scale events for HPA rate policies (as the
@@ -30,7 +32,9 @@ HPA controller records an event after a successful update). A decision that is n
 (dry run, a follower, a failed write) does not use up a rate budget.
 
 Reasons (`Decision.reason`, machine-readable): `target-at-zero`, `no-data`, `partial-data`,
-`fallback`, `clamped-max`, `clamped-min`; KPA `stable`, `panic`, `rate-limited`,
+`fallback`, `clamped-max`, `clamped-min`, `schedule-max`, `schedule-min` (clamped by the
+bounds of the active `spec.schedules` window, `scaling/schedules.py`; its name is in
+`Decision.schedule` and the detail); KPA `stable`, `panic`, `rate-limited`,
 `activation-scale`, `scale-to-zero-grace`, `scale-down-delayed`; APA and HPA `scale-up`,
 `scale-down`, `within-tolerance`, `rate-limited`, `stabilized`; APA `awaiting-ready`;
 HPA `missing-pods`, `scaling-disabled`.
@@ -39,13 +43,14 @@ HPA `missing-pods`, `scaling-disabled`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from autoscalerd.config.model import Policy, Strategy
 from autoscalerd.scaling.apa import ApaSource
 from autoscalerd.scaling.hpa import HpaRateLimiter, HpaStabilizer, hpa_replicas
 from autoscalerd.scaling.kpa import KpaSource
+from autoscalerd.scaling.schedules import Bounds, effective_bounds
 from autoscalerd.scaling.window import MaxWindow
 
 __all__ = [
@@ -83,6 +88,8 @@ class Tick:
     """Pods that exist but are not Ready yet (HPA: 0 on a scale-up)."""
     samples: tuple[SourceSample, ...]
     """One per `policy.sources`, same order."""
+    wall: float | None = None
+    """Unix seconds, for `spec.schedules` (None: the spec's bounds apply)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,6 +106,10 @@ class Decision:
     """Per source, the metric total the algorithm used (None = no data)."""
     detail: str = ""
     """Human-readable explanation."""
+    schedule: str | None = None
+    """The `spec.schedules` window in force (its bounds replaced the spec's), if any."""
+    bounds: tuple[int, int] | None = None
+    """(min, max) replicas in force this tick."""
 
 
 def estimate_total(sample: SourceSample, ready: int) -> float | None:
@@ -355,6 +366,7 @@ class Autoscaler:
         self._failures = [0] * len(policy.sources)
         self._last: Decision | None = None
         self._last_now: float | None = None
+        self._bounds = Bounds(min_replicas=policy.min_replicas, max_replicas=policy.max_replicas)
 
     def decide(self, tick: Tick) -> Decision:
         """Return the decision for `tick` (steps in the module docstring)."""
@@ -368,14 +380,16 @@ class Autoscaler:
             raise ValueError(f"time went backwards: {tick.now} < {self._last_now}")
         self._last_now = tick.now
         current = tick.current_replicas
-        if current == 0 and p.min_replicas > 0:
+        self._bounds = bounds = effective_bounds(p, tick.wall)
+        warm_up = bounds.schedule is not None and bounds.schedule.min_replicas
+        if current == 0 and bounds.min_replicas > 0 and not warm_up:
             return self._done(
                 Decision(
                     desired=None,
                     reason="target-at-zero",
                     mode=self._engine.mode(),
                     values=(None,) * n,
-                    detail=f"replicas is 0 and minReplicas is {p.min_replicas}: left alone",
+                    detail=f"replicas is 0 and minReplicas is {bounds.min_replicas}: left alone",
                 )
             )
         if not self._started:
@@ -383,9 +397,9 @@ class Autoscaler:
             self._engine.begin(tick)
         values = self._engine.observe(tick)
 
-        if current > p.max_replicas or current < p.min_replicas:
+        if current > bounds.max_replicas or current < bounds.min_replicas:
             self._count_failures(values)
-            bound, why = _clamp(current, p)
+            bound, why = _clamp(current, bounds)
             return self._emit(
                 tick,
                 _Recommendation(desired=bound, reason=why, detail="current replicas out of bounds"),
@@ -443,7 +457,7 @@ class Autoscaler:
             self._failures[i] = 0 if v is not None else self._failures[i] + 1
 
     def _emit(self, tick: Tick, rec: _Recommendation, values: tuple[float | None, ...]) -> Decision:
-        desired, why = _clamp(rec.desired, self.policy)
+        desired, why = _clamp(rec.desired, self._bounds)
         reason = why or rec.reason
         return self._done(
             Decision(
@@ -456,6 +470,18 @@ class Autoscaler:
         )
 
     def _done(self, decision: Decision) -> Decision:
+        bounds = self._bounds
+        if bounds.schedule is not None:
+            note = (
+                f"schedule {bounds.schedule.name}: replicas "
+                f"[{bounds.min_replicas}, {bounds.max_replicas}]"
+            )
+            decision = replace(
+                decision,
+                schedule=bounds.schedule.name,
+                detail=f"{decision.detail}; {note}" if decision.detail else note,
+            )
+        decision = replace(decision, bounds=(bounds.min_replicas, bounds.max_replicas))
         self._last = decision
         return decision
 
@@ -478,13 +504,17 @@ class Autoscaler:
         }
 
 
-def _clamp(replicas: int, policy: Policy) -> tuple[int, str]:
-    """`replicas` within `[minReplicas, maxReplicas]`, and `clamped-max`/`clamped-min` when it
-    had to move ("" when it did not)."""
-    if replicas > policy.max_replicas:
-        return policy.max_replicas, "clamped-max"
-    if replicas < policy.min_replicas:
-        return policy.min_replicas, "clamped-min"
+def _clamp(replicas: int, bounds: Bounds) -> tuple[int, str]:
+    """`replicas` within the bounds in force, and `clamped-max`/`clamped-min` when it had to
+    move ("" when it did not); `schedule-max`/`schedule-min` when a schedule's override moved
+    it."""
+    schedule = bounds.schedule
+    if replicas > bounds.max_replicas:
+        by_schedule = schedule is not None and schedule.max_replicas is not None
+        return bounds.max_replicas, "schedule-max" if by_schedule else "clamped-max"
+    if replicas < bounds.min_replicas:
+        by_schedule = schedule is not None and schedule.min_replicas is not None
+        return bounds.min_replicas, "schedule-min" if by_schedule else "clamped-min"
     return replicas, ""
 
 

@@ -54,6 +54,7 @@ from autoscalerd.scrape.errors import ScrapeError, ScrapeErrorKind
 from autoscalerd.scrape.http11 import BodyTooLarge, HTTP11Client, Request, build_get
 from autoscalerd.scrape.page import Page, PageKey
 from autoscalerd.scrape.parser import SelectResult, select_value, select_values
+from autoscalerd.scrape.series import select_series
 from autoscalerd.scrape.tls import TLSContextCache, TokenCache, insecure_skip_verify_warning
 
 __all__ = [
@@ -116,6 +117,10 @@ class ScrapeOutcome:
     error: ScrapeError | None
     duration_seconds: float
     matched: int = 0
+    series: tuple[tuple[str, ...], tuple[float, ...]] | None = None
+    """For a derived source (`source.signal`, issue 13): the matching series' label sets as
+    written on the page and their values, in page order (`scrape/series.py`); None for a
+    plain gauge, whose sum `value` is all it needs."""
 
     @property
     def ok(self) -> bool:
@@ -355,11 +360,19 @@ class Scraper:
             # The only place pages are read; an OpenMetrics page must end with `# EOF`.
             if len(indices) == 1:
                 i = indices[0]
+                if targets[i].source.signal is not None:  # derived: series with labels
+                    outcomes[i] = _series_outcome(targets[i], key, page)
+                    continue
                 result = select_value(
                     page.text, targets[i].source.selector, openmetrics=page.openmetrics
                 )
                 outcomes[i] = _outcome(targets[i], key, page, result)
                 continue
+            derived = [i for i in indices if targets[i].source.signal is not None]
+            if derived:
+                for i in derived:
+                    outcomes[i] = _series_outcome(targets[i], key, page)
+                indices = [i for i in indices if targets[i].source.signal is None]
             selectors = list(dict.fromkeys(targets[i].source.selector for i in indices))
             results = dict(
                 zip(
@@ -531,6 +544,21 @@ class Scraper:
             key=key, timeout_text=timeout_text, authorization=authorization, head=head
         )
         return head
+
+
+def _series_outcome(target: ScrapeTarget, key: PageKey, page: Page) -> ScrapeOutcome:
+    assert page.text is not None
+    result, series = select_series(page.text, target.source.selector, openmetrics=page.openmetrics)
+    if not result.ok:
+        return _outcome(target, key, page, result)
+    return ScrapeOutcome(
+        target=target,
+        value=result.value,
+        error=None,
+        duration_seconds=page.duration_seconds,
+        matched=result.matched,
+        series=series,
+    )
 
 
 def _outcome(target: ScrapeTarget, key: PageKey, page: Page, result: SelectResult) -> ScrapeOutcome:

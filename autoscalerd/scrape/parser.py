@@ -63,6 +63,7 @@ __all__ = [
     "SelectResult",
     "SelectStatus",
     "looks_like_exposition",
+    "page_end_problem",
     "parse_line",
     "select_value",
     "select_values",
@@ -256,6 +257,18 @@ def select_value(text: str, selector: SeriesSelector, *, openmetrics: bool = Fal
             reason=f"no series matches {selector}",
         )
     return SelectResult(selector=selector, status=SelectStatus.OK, value=total, matched=matched)
+
+
+def page_end_problem(
+    text: str, selector: SeriesSelector, *, openmetrics: bool = False
+) -> SelectResult | None:
+    """The TRUNCATED/MALFORMED result when the page's end hides `selector`'s series (the checks
+    `select_value` starts with), else None; for selections made elsewhere (`scrape/series.py`)."""
+    if openmetrics:
+        return None if _ends_with_eof(text) else _no_eof(text, selector)
+    if text and text[-1] != "\n":
+        return _cut_line(text, selector, selector.metric)
+    return None
 
 
 def _series_key(labels: dict[str, str]) -> frozenset[tuple[str, str]]:

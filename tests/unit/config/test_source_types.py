@@ -122,6 +122,16 @@ INVALID = [
     pytest.param("metricSourceType: Pod\nprotocolType: http\nport: 1\ntargetMetric: q\n",
                  ["10: spec.metricsSources[0].metricSourceType: must be pod, resource, custom, "
                   "external, domain or prometheus, got the string 'Pod'"], id="unknown-type"),
+    pytest.param("metricSourceType: prometheus\nendpoint: http://p:9090\nquery: up\n"
+                 "targetMetric: 'rate(x_total[1m])'\n",
+                 ["13: spec.metricsSources[0].targetMetric: rate() is computed from each pod's "
+                  "own scrapes, so it needs metricSourceType pod, not prometheus; put the rate or "
+                  "quantile in the PromQL query instead"], id="prometheus-signal"),
+    pytest.param("metricSourceType: external\nprotocolType: http\nendpoint: gw:80\npath: /m\n"
+                 "targetMetric: 'rate(x_total[1m])'\n",
+                 ["14: spec.metricsSources[0].targetMetric: rate() is computed from each pod's "
+                  "own scrapes, so it needs metricSourceType pod, not external; use a plain "
+                  "metric name here"], id="external-url-signal"),
 ]  # fmt: skip
 
 

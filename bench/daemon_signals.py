@@ -1,0 +1,159 @@
+"""Benchmark: what a derived signal costs the real daemon (issue 13).
+
+100 KPA policies × 10 pods, 1 s interval, HTTPS (self-signed) pages of ~20 KiB that also hold
+a 30-bucket histogram `ttft_seconds` whose counts grow. Two windows, one daemon each, on the
+same sandbox and the same pages:
+
+- **gauge**: every policy reads `go_threads` (the plain path: one summed value per page);
+- **quantile**: every policy reads `histogram_quantile(0.95, ttft_seconds_bucket[10s])`
+  (each pod's 30 bucket series with their labels, the window state, the quantile).
+
+For each window, after a warm-up: the daemon's CPU (utime+stime, /proc) over the scrapes it
+made (`autoscalerd_scrapes_total`), and the ratio quantile / gauge. Goal: ≤ 1.2×. Policies
+have minReplicas = maxReplicas = pods, so nothing scales and both windows do the same
+requests.
+
+Run: .venv/bin/python bench/daemon_signals.py [--policies 100] [--pods 10] [--buckets 30]
+     [--warmup 15] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _daemon_common import DAEMON_CONFIG_1S, PYTHON, DaemonProcess, cpu_seconds, sum_counter
+
+HERE = Path(__file__).resolve().parent
+NS = "bench"
+GAUGE = "go_threads"
+QUANTILE = "'histogram_quantile(0.95, ttft_seconds_bucket[10s])'"
+
+
+def policies_yaml(count: int, pods: int, metric: str, target: float) -> str:
+    docs = []
+    for i in range(count):
+        docs.append(
+            "apiVersion: autoscaling.aibrix.ai/v1alpha1\n"
+            "kind: PodAutoscaler\n"
+            f"metadata: {{name: app-{i}, namespace: {NS}}}\n"
+            "spec:\n"
+            f"  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: app-{i}}}\n"
+            f"  minReplicas: {pods}\n"
+            f"  maxReplicas: {pods}\n"
+            "  scalingStrategy: KPA\n"
+            "  metricsSources:\n"
+            "    - metricSourceType: pod\n"
+            "      protocolType: https\n"
+            '      port: "10250"\n'
+            "      path: /metrics\n"
+            f"      targetMetric: {metric}\n"
+            f'      targetValue: "{target}"\n'
+            "      tlsConfig: {insecureSkipVerify: true}\n"
+        )
+    return "---\n".join(docs)
+
+
+async def start_sandbox(args: argparse.Namespace, tmp: Path) -> tuple[Any, dict[str, Any]]:
+    cmd = [PYTHON, str(HERE / "_daemon_sandbox.py"), "--workdir", str(tmp / "sandbox"),
+           "--workloads", str(args.policies), "--pods", str(args.pods),
+           "--histogram-buckets", str(args.buckets),
+           "--duration", str(4 * (args.warmup + args.seconds) + 600)]  # fmt: skip
+    err = open(tmp / "sandbox.log", "wb")  # noqa: SIM115
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL
+    )
+    err.close()
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 300)
+    if not line:
+        raise RuntimeError("sandbox failed:\n" + (tmp / "sandbox.log").read_text()[-3000:])
+    return proc, json.loads(line)
+
+
+async def window(
+    args: argparse.Namespace, tmp: Path, kubeconfig: str, name: str, metric: str
+) -> dict[str, Any]:
+    config = tmp / f"{name}.yaml"
+    config.write_text(
+        DAEMON_CONFIG_1S + "---\n" + policies_yaml(args.policies, args.pods, metric, 1e9)
+    )
+    daemon = await DaemonProcess.start(kubeconfig, [config], tmp / f"{name}.log")
+    try:
+        await daemon.wait_ready()
+        await asyncio.sleep(args.warmup)
+        _, m0 = await daemon.get("/metrics")
+        c0, t0 = cpu_seconds(daemon.pid), time.monotonic()
+        await asyncio.sleep(args.seconds)
+        _, m1 = await daemon.get("/metrics")
+        c1, t1 = cpu_seconds(daemon.pid), time.monotonic()
+        status = await daemon.status()
+    finally:
+        await daemon.stop()
+    scrapes = sum_counter(m1, "autoscalerd_scrapes_total") - sum_counter(
+        m0, "autoscalerd_scrapes_total"
+    )
+    ok = sum_counter(m1, "autoscalerd_scrapes_total", result="ok") - sum_counter(
+        m0, "autoscalerd_scrapes_total", result="ok"
+    )
+    values = [next(iter(p["metrics"].values())) for p in status["policies"]]
+    return {
+        "metric": metric.strip("'"),
+        "seconds": round(t1 - t0, 1),
+        "scrapes": int(scrapes),
+        "ok_fraction": round(ok / scrapes, 4) if scrapes else 0.0,
+        "cpu_seconds": round(c1 - c0, 2),
+        "cpu_percent_of_a_core": round(100 * (c1 - c0) / (t1 - t0), 1),
+        "cpu_us_per_scrape": round(1e6 * (c1 - c0) / scrapes, 1) if scrapes else None,
+        "policies_with_a_value": sum(1 for v in values if v is not None),
+    }
+
+
+async def run(args: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-signals-"))
+    proc, info = await start_sandbox(args, tmp)
+    try:
+        print(f"sandbox ready: {args.policies} x {args.pods} pods, page {info['page_bytes']} B")
+        gauge = await window(args, tmp, info["kubeconfig"], "gauge", GAUGE)
+        print("gauge:   ", json.dumps(gauge))
+        quantile = await window(args, tmp, info["kubeconfig"], "quantile", QUANTILE)
+        print("quantile:", json.dumps(quantile))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        await proc.wait()
+    ratio = None
+    if gauge["cpu_us_per_scrape"] and quantile["cpu_us_per_scrape"]:
+        ratio = quantile["cpu_us_per_scrape"] / gauge["cpu_us_per_scrape"]
+    print(json.dumps({"quantile_over_gauge_cpu_per_scrape": ratio and round(ratio, 3)}))
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ok = ratio is not None and ratio <= args.goal and quantile["policies_with_a_value"] > 0
+    print(f"goal quantile <= {args.goal}x gauge CPU per scrape: {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policies", type=int, default=100)
+    ap.add_argument("--pods", type=int, default=10)
+    ap.add_argument("--buckets", type=int, default=30)
+    ap.add_argument("--warmup", type=float, default=15.0)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--goal", type=float, default=1.2)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return asyncio.run(run(ap.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

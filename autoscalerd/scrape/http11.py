@@ -30,10 +30,11 @@ Design:
   `ERROR_BODY_CAP_BYTES` (the caller quotes the start of it), then the connection is dropped.
 - **One budget for large bodies.** With a `BodyBudget` (scrape/budget.py), each response's
   parser reserves the bytes past the free allowance from it. A request ends in one of two
-  places, `finish` (complete, failed, client closed) and `cancel_many` (the caller gave up),
-  and both go through `_release`: a failed or abandoned response's buffers are dropped and its
-  reservation given back there; a complete one's after `on_done`, which may take the
-  reservation over with the body (`ResponseParser.take_reservation`).
+  places, `finish` (complete, failed, client closed) and `cancel_many` (the caller gave up).
+  There a failed or abandoned response's buffers are dropped and its reservation given back
+  (`_release`); a complete one's is given back after `on_done`, which may take it over with
+  the body (`ResponseParser.take_reservation`). Releasing is idempotent (the parser zeroes
+  what it held), so a path that ends a request twice cannot give back twice.
 """
 
 from __future__ import annotations

@@ -8,7 +8,12 @@ from dataclasses import replace
 from typing import Any
 
 from autoscalerd.config.durations import parse_byte_size
-from autoscalerd.config.model import DaemonConfig, LeaderElection
+from autoscalerd.config.model import (
+    DEFAULT_BODY_BUDGET_BYTES,
+    DEFAULT_BODY_SIZE_LIMIT_BYTES,
+    DaemonConfig,
+    LeaderElection,
+)
 from autoscalerd.config.problems import Document, Path
 from autoscalerd.config.readers import (
     check_keys,
@@ -32,6 +37,7 @@ DAEMON_FIELDS = (
     "authorization",
     "maxConcurrentScrapes",
     "bodySizeLimit",
+    "bodyBudget",
     "apiTimeout",
     "leaderElection",
 )
@@ -74,6 +80,7 @@ def read_daemon_config(doc: Document, data: Mapping[str, Any]) -> DaemonConfig |
         )
     if "bodySizeLimit" in data:
         out["body_size_limit_bytes"] = _read_body_size_limit(doc, data["bodySizeLimit"])
+    out["body_budget_bytes"] = _read_body_budget(doc, data, out.get("body_size_limit_bytes"))
     if "apiTimeout" in data:
         out["api_timeout_seconds"] = read_duration(
             doc, ("apiTimeout",), data["apiTimeout"], lo=0.0, lo_open=True, hi=300.0
@@ -97,6 +104,28 @@ def _read_body_size_limit(doc: Document, value: Any) -> int | None:
         return None
     if size < _MIN_BODY_SIZE_LIMIT:
         doc.add(("bodySizeLimit",), f"must be at least 1KiB, got {value}")
+        return None
+    return size
+
+
+def _read_body_budget(doc: Document, data: Mapping[str, Any], limit: int | None) -> int | None:
+    """The shared budget for large bodies: at least the body size limit (one page of the
+    largest allowed size must fit); without `bodyBudget`, the default raised to that limit."""
+    limit = limit if limit is not None else DEFAULT_BODY_SIZE_LIMIT_BYTES
+    if "bodyBudget" not in data:
+        return max(DEFAULT_BODY_BUDGET_BYTES, limit)
+    value = data["bodyBudget"]
+    try:
+        size = parse_byte_size(value)
+    except (ValueError, TypeError) as exc:
+        doc.add(("bodyBudget",), str(exc))
+        return None
+    if size < limit:
+        doc.add(
+            ("bodyBudget",),
+            f"must be at least bodySizeLimit ({limit} bytes) so that one page of the largest "
+            f"allowed size can be read, got {value}; raise bodyBudget or lower bodySizeLimit",
+        )
         return None
     return size
 

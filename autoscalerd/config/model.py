@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar
 _T = TypeVar("_T")
 
 __all__ = [
+    "DEFAULT_BODY_BUDGET_BYTES",
     "DEFAULT_BODY_SIZE_LIMIT_BYTES",
     "ApaParams",
     "Authorization",
@@ -42,6 +43,10 @@ __all__ = [
 
 DEFAULT_BODY_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
 """A metrics page larger than this (after decompression) is refused: 16 MiB."""
+
+DEFAULT_BODY_BUDGET_BYTES = 64 * 1024 * 1024
+"""What all concurrent scrapes together may buffer of body bytes past each response's free
+allowance (1 MiB): 64 MiB, raised to the body size limit if that is larger."""
 
 
 class Strategy(StrEnum):
@@ -407,6 +412,10 @@ class DaemonConfig:
     max_concurrent_scrapes: int = 256
     """At most this many scrapes in flight across all policies."""
     body_size_limit_bytes: int = DEFAULT_BODY_SIZE_LIMIT_BYTES
+    body_budget_bytes: int = DEFAULT_BODY_BUDGET_BYTES
+    """Shared by all scrapes for the body bytes each buffers past its free 1 MiB (see
+    scrape/budget.py). Never below `body_size_limit_bytes`: the reader enforces it for a given
+    value and raises the default to it."""
     api_timeout_seconds: float = 10.0
     """Upper bound on every Kubernetes API call (kubernetes_asyncio has none by default)."""
     leader_election: LeaderElection = LeaderElection()

@@ -16,7 +16,12 @@ One `Scraper` serves the whole daemon. Design points, each for a measured reason
 - **Limits on everything.** One deadline per call (the caller's, below the scrape interval; a
   single timer) covers the wait for a slot, connect, TLS, headers and body;
   `DaemonConfig.max_concurrent_scrapes` bounds requests in flight; the body is abandoned past
-  `DaemonConfig.body_size_limit_bytes`, counted *after* gzip decompression.
+  `DaemonConfig.body_size_limit_bytes`, counted *after* gzip decompression; and what all
+  responses together buffer past 1 MiB each comes from one `BodyBudget`
+  (`DaemonConfig.body_budget_bytes`): a response that cannot reserve fails at once. A large
+  page's reservation moves from its parser to its round with the page's text, and is given
+  back when the round ends (`scrape`'s `finally`); every other one is given back by the
+  HTTP client where the request ends.
 - **Failures are values, never numbers.** `scrape()` never raises for a target: each outcome
   holds either a value or a `ScrapeError` whose message names the URL, the problem and the fix
   (written by scrape/diagnosis.py). A page that is cut, malformed or not UTF-8 is a failure,
@@ -42,6 +47,7 @@ from autoscalerd import __version__
 from autoscalerd.config.model import DaemonConfig, MetricSource, TLSConfig
 from autoscalerd.scrape.diagnosis import (
     Diagnosis,
+    budget_error,
     closed_error,
     exc_text,
     not_utf8_error,
@@ -51,7 +57,14 @@ from autoscalerd.scrape.diagnosis import (
     too_large_error,
 )
 from autoscalerd.scrape.errors import ScrapeError, ScrapeErrorKind
-from autoscalerd.scrape.http11 import BodyTooLarge, HTTP11Client, Request, build_get
+from autoscalerd.scrape.http11 import (
+    BodyBudget,
+    BodyBudgetExhausted,
+    BodyTooLarge,
+    HTTP11Client,
+    Request,
+    build_get,
+)
 from autoscalerd.scrape.page import Page, PageKey
 from autoscalerd.scrape.parser import SelectResult, select_value, select_values
 from autoscalerd.scrape.series import select_series
@@ -161,6 +174,8 @@ class _Round:
     pages: list[Page | None]
     requests: dict[int, Request] = field(default_factory=dict)
     tasks: dict[int, asyncio.Task[ScrapeError]] = field(default_factory=dict)
+    reserved: int = 0
+    """Body budget taken over from the parsers of large pages, held while their text is."""
 
     def set(self, index: int, page: Page) -> None:
         if self.pages[index] is None:
@@ -202,8 +217,13 @@ class Scraper:
         self._prepared: dict[int, _Prepared] = {}
         self._last_sweep = time.monotonic()
         self.stats = ScrapeStats()
+        self.body_budget = BodyBudget(max(self._daemon.body_budget_bytes, self._limit))
+        """Shared by every response for its body bytes past the allowance; `reserved` is 0
+        whenever no scrape is running."""
         self._http = HTTP11Client(
-            max_in_flight=self._daemon.max_concurrent_scrapes, counters=self.stats
+            max_in_flight=self._daemon.max_concurrent_scrapes,
+            counters=self.stats,
+            budget=self.body_budget,
         )
         self._closed = False
 
@@ -279,6 +299,11 @@ class Scraper:
             # of garbage for the collector, and most of its CPU.
             scrape_round.requests.clear()
             scrape_round.tasks.clear()
+            # The large pages' text goes with the round (on return), their share of the
+            # budget now.
+            if scrape_round.reserved:
+                self.body_budget.release(scrape_round.reserved)
+                scrape_round.reserved = 0
 
     def _submit_all(self, scrape_round: _Round, keys: list[PageKey]) -> None:
         timeout_text = f"{scrape_round.timeout:g}"
@@ -415,10 +440,16 @@ class Scraper:
                 text = parser.body.decode("utf-8")
             except UnicodeDecodeError as bad:
                 error = not_utf8_error(key, parser.body, bad)
+                parser.discard()
                 scrape_round.set(
                     i, Page(text=None, error=error, duration_seconds=self._since(scrape_round))
                 )
                 return
+            if parser.reserved:
+                # A large page: its bytes go now (the text is what is read), and its share
+                # of the budget stays taken while the text lives, until the round ends.
+                scrape_round.reserved += parser.take_reservation()
+                parser.discard()
             scrape_round.set(
                 i,
                 Page(
@@ -431,6 +462,12 @@ class Scraper:
             return
         if isinstance(exc, BodyTooLarge):
             error = too_large_error(key, self._limit, exc.detail)
+            scrape_round.set(
+                i, Page(text=None, error=error, duration_seconds=self._since(scrape_round))
+            )
+            return
+        if isinstance(exc, BodyBudgetExhausted):
+            error = budget_error(key, exc)
             scrape_round.set(
                 i, Page(text=None, error=error, duration_seconds=self._since(scrape_round))
             )

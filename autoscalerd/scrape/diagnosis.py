@@ -23,6 +23,7 @@ from typing import Any
 from autoscalerd.config.model import SeriesSelector
 from autoscalerd.scrape.errors import ScrapeError, ScrapeErrorKind
 from autoscalerd.scrape.http11 import (
+    BodyBudgetExhausted,
     ClientClosed,
     HandshakeDisconnected,
     HTTPProtocolError,
@@ -42,6 +43,7 @@ from autoscalerd.scrape.tls import build_ssl_context
 __all__ = [
     "CERT_PROBE_CACHE_SECONDS",
     "Diagnosis",
+    "budget_error",
     "closed_error",
     "exc_text",
     "not_utf8_error",
@@ -78,6 +80,20 @@ def too_large_error(key: PageKey, limit: int, detail: str) -> ScrapeError:
         f"response larger than the body size limit of {limit} bytes ({detail}); "
         "reading stopped. Point the source at a smaller endpoint or raise "
         "DaemonConfig bodySizeLimit.",
+    )
+
+
+def budget_error(key: PageKey, exc: BodyBudgetExhausted) -> ScrapeError:
+    mib = 1024 * 1024
+    return ScrapeError(
+        ScrapeErrorKind.TOO_LARGE,
+        key.url,
+        f"response body reached {exc.size / mib:.1f} MiB and the daemon-wide budget for "
+        f"large bodies (DaemonConfig bodyBudget, {exc.total / mib:g} MiB) is in use by other "
+        f"scrapes ({exc.in_use / mib:.1f} MiB reserved); reading stopped, the pod counts as "
+        "missing this tick. Fix: find the pods sending huge bodies (their scrapes fail as "
+        "too_large too) and fix or exclude them, lower DaemonConfig bodySizeLimit, or raise "
+        "DaemonConfig bodyBudget (with the Deployment's memory limit).",
     )
 
 

@@ -28,6 +28,13 @@ Design:
   caller's limit counted after decompression (decompression stops one byte past the limit, so a
   gzip bomb costs at most the limit), and a non-200 body is read only up to
   `ERROR_BODY_CAP_BYTES` (the caller quotes the start of it), then the connection is dropped.
+- **One budget for large bodies.** With a `BodyBudget` (scrape/budget.py), each response's
+  parser reserves the bytes past the free allowance from it. A request ends in one of two
+  places, `finish` (complete, failed, client closed) and `cancel_many` (the caller gave up).
+  There a failed or abandoned response's buffers are dropped and its reservation given back
+  (`_release`); a complete one's is given back after `on_done`, which may take it over with
+  the body (`ResponseParser.take_reservation`). Releasing is idempotent (the parser zeroes
+  what it held), so a path that ends a request twice cannot give back twice.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from autoscalerd.errors import AutoscalerdError
+from autoscalerd.scrape.budget import BodyBudget, BodyBudgetExhausted
 from autoscalerd.scrape.connection import (
     PLAIN_BUFFER_BYTES,
     RECV_BUFFER_BYTES,
@@ -62,6 +70,8 @@ __all__ = [
     "ERROR_BODY_CAP_BYTES",
     "MAX_HEAD_BYTES",
     "MAX_INTERIM_RESPONSES",
+    "BodyBudget",
+    "BodyBudgetExhausted",
     "BodyTooLarge",
     "ClientClosed",
     "Counters",
@@ -185,11 +195,17 @@ class Request:
 
 
 class HTTP11Client:
-    """Send `Request`s over pooled keep-alive connections, at most `max_in_flight` at once."""
+    """Send `Request`s over pooled keep-alive connections, at most `max_in_flight` at once.
 
-    def __init__(self, *, max_in_flight: int, counters: Counters) -> None:
+    With a `budget`, every response's body past the budget's allowance is reserved from it.
+    """
+
+    def __init__(
+        self, *, max_in_flight: int, counters: Counters, budget: BodyBudget | None = None
+    ) -> None:
         self._max = max(1, max_in_flight)
         self._counters = counters
+        self._budget = budget
         self._idle: dict[PoolKey, list[Connection]] = {}
         self._conns: set[Connection] = set()
         self._queue: deque[Request] = deque()
@@ -243,7 +259,7 @@ class HTTP11Client:
         request._state = _State.SENT
         request._conn = conn
         request.connecting = False
-        request.parser = ResponseParser(request.limit)
+        request.parser = ResponseParser(request.limit, self._budget)
         conn.request = request
         try:
             conn.send(request.head)
@@ -319,23 +335,33 @@ class HTTP11Client:
         ):
             # The server closed the idle connection as we reused it: nothing was processed;
             # a GET is safe to send again, once, on a fresh connection (keeps the slot).
+            request.parser.release_budget()  # nothing was received: a no-op, kept for clarity
             request.retried = True
             self._connect(request)
             return
         request._state = _State.DONE
         request._conn = None
+        parser = request.parser
         if exc is not None:
             # Nothing of a failed response may outlive the scrape: its buffers go now, and
             # the exception keeps no traceback (whose frames hold the parser and the data,
             # and the request itself: a cycle only the collector would break).
             _drop_tracebacks(exc)
-            if request.parser is not None:
-                request.parser.discard()
+            if parser is not None:
+                _release(parser)
         request.error = exc
         self._active -= 1
         if self._queue:
             self._pump()
-        request.on_done(request)
+        if exc is not None or parser is None or not parser.reserved:
+            request.on_done(request)
+            return
+        # A large complete body: `on_done` may take its reservation with the body; what it
+        # leaves is given back however `on_done` ends.
+        try:
+            request.on_done(request)
+        finally:
+            parser.release_budget()
 
     def _pump(self) -> None:
         queue = self._queue
@@ -363,6 +389,8 @@ class HTTP11Client:
                 conn = request._conn
                 conn.request = None
                 conn.abort()
+            if request.parser is not None:
+                _release(request.parser)
             request._state = _State.DONE
             request._conn = None
             self._active -= 1
@@ -514,6 +542,12 @@ async def exchange_once(
 
 def _ignore(request: Request) -> None:
     pass
+
+
+def _release(parser: ResponseParser) -> None:
+    """A request that failed or was given up: drop its buffers, give back its reservation."""
+    parser.discard()
+    parser.release_budget()
 
 
 def _drop_tracebacks(exc: BaseException) -> None:

@@ -5,7 +5,9 @@ the reason and the body: a status line and header section (bounded by `MAX_HEAD_
 interim 1xx responses skipped, at most `MAX_INTERIM_RESPONSES`; obsolete folded lines
 unfolded), a Content-Length, chunked or close-delimited body, and gzip (every member) or
 deflate decoding, bounded *after* decompression by the caller's limit (decompression stops one
-byte past it, so a gzip bomb costs at most the limit). No I/O and no clock: the connection
+byte past it, so a gzip bomb costs at most the limit). With a `BodyBudget`, the body's bytes
+past the budget's free allowance are reserved from it as they arrive (scrape/budget.py); the
+reservation is the parser's until `release_budget()` (idempotent) or `take_reservation()`. No I/O and no clock: the connection
 (scrape/connection.py) feeds it, and tests feed it whole responses or one byte at a time.
 A failed response's buffers are dropped with `discard()`.
 
@@ -20,6 +22,7 @@ import zlib
 from typing import Any
 
 from autoscalerd.errors import AutoscalerdError
+from autoscalerd.scrape.budget import BodyBudget, BodyBudgetExhausted
 
 __all__ = [
     "ERROR_BODY_CAP_BYTES",
@@ -27,6 +30,7 @@ __all__ = [
     "MAX_CHUNK_LINE_BYTES",
     "MAX_HEAD_BYTES",
     "MAX_INTERIM_RESPONSES",
+    "BodyBudgetExhausted",
     "BodyTooLarge",
     "HTTPProtocolError",
     "ResponseParser",
@@ -106,10 +110,19 @@ class ResponseParser:
     `keep_alive` (the connection may carry another request), `truncated` (a non-200 body was
     cut at `error_cap`). `received` says whether any byte arrived (a failure before that is
     safe to retry for a GET).
+
+    With a `budget`, the body may grow to the budget's allowance for free; past it, every
+    `budget.step` bytes are reserved from the budget before they are kept, and a refusal
+    raises `BodyBudgetExhausted`. The hot path compares the size with one threshold (`_cap`:
+    the allowance, then the allowance plus the reservation, never above the limit) exactly as
+    it compared it with the limit, so a body under the allowance costs nothing more.
+    `reserved` is what the parser holds; `release_budget()` gives it back (again: a no-op).
     """
 
     __slots__ = (
+        "_budget",
         "_buf",
+        "_cap",
         "_chunk",
         "_chunks",
         "_decomp",
@@ -127,12 +140,23 @@ class ResponseParser:
         "openmetrics",
         "reason",
         "received",
+        "reserved",
         "status",
         "truncated",
     )
 
-    def __init__(self, limit: int, *, error_cap: int = ERROR_BODY_CAP_BYTES) -> None:
+    def __init__(
+        self,
+        limit: int,
+        budget: BodyBudget | None = None,
+        *,
+        error_cap: int = ERROR_BODY_CAP_BYTES,
+    ) -> None:
         self._limit = limit
+        self._budget = budget
+        # (no min(): this runs once per scrape, and a call costs more than the comparison)
+        self._cap = limit if budget is None or limit < budget.allowance else budget.allowance
+        self.reserved = 0
         self._error_cap = error_cap
         self._buf = bytearray()
         self._in_head = True
@@ -235,6 +259,21 @@ class ResponseParser:
         self._decomp = None
         self.body = b""
 
+    def release_budget(self) -> None:
+        """Give the body budget back what this response reserved (a no-op once done)."""
+        reserved = self.reserved
+        if reserved:
+            self.reserved = 0
+            self._cap = min(self._cap, self._size)  # any later byte must reserve again
+            assert self._budget is not None
+            self._budget.release(reserved)
+
+    def take_reservation(self) -> int:
+        """Hand the reservation to the caller (who keeps the body and must release it)."""
+        reserved = self.reserved
+        self.reserved = 0
+        return reserved
+
     # -- head -----------------------------------------------------------------------------
 
     def _feed_head(self, data: bytes) -> bytes | None:
@@ -300,6 +339,7 @@ class ResponseParser:
         self._mode = mode
         if status != 200:
             self._limit = min(self._limit, self._error_cap)
+            self._cap = min(self._cap, self._limit)
         if mode is _Mode.LENGTH:
             self._remaining = length
         if encoding in ("gzip", "x-gzip"):
@@ -377,32 +417,57 @@ class ResponseParser:
                 if decomp.eof and data:
                     # A gzip body may hold several members (RFC 1952 §2.2): decode them all.
                     decomp = self._next_member(data)
+                room = self._cap + 1 - self._size
                 try:
-                    out = decomp.decompress(data, self._limit + 1 - self._size)
+                    out = decomp.decompress(data, room)
                 except zlib.error as exc:
                     raise HTTPProtocolError(
                         f"cannot decompress the {self.encoding} body: {exc}"
                     ) from None
-                # Output is capped at one byte past the limit: a bomb costs at most the limit.
-                if not decomp.eof or not decomp.unused_data:
+                # Output is capped at one byte past the threshold: a bomb costs at most the
+                # limit. Past the threshold, `_add` reserves more (or raises) and decoding
+                # goes on from the input the decompressor left.
+                if len(out) == room:
+                    data = decomp.unconsumed_tail
+                elif decomp.eof and decomp.unused_data:
+                    data = decomp.unused_data
+                else:
                     data = out
                     break
-                data = decomp.unused_data
                 self._add(out)
                 if self.done:
                     return
         if data:
             self._chunks.append(data)
             self._size += len(data)
-        if self._size > self._limit:
-            self._over_limit()
+        if self._size > self._cap:
+            self._past_cap()
 
     def _add(self, data: bytes) -> None:
         if data:
             self._chunks.append(data)
             self._size += len(data)
-        if self._size > self._limit:
+        if self._size > self._cap:
+            self._past_cap()
+
+    def _past_cap(self) -> None:
+        """The body passed the threshold: the limit, or reserve more of the budget."""
+        size = self._size
+        if size > self._limit:
             self._over_limit()
+            return
+        budget = self._budget
+        assert budget is not None  # without a budget the threshold is the limit
+        # Reserve whole steps up to the size, never past what the limit can need.
+        step = budget.step
+        want = min(-(-(size - budget.allowance) // step) * step, self._limit - budget.allowance)
+        needed = want - self.reserved
+        if not budget.try_reserve(needed):
+            raise BodyBudgetExhausted(
+                total=budget.total, in_use=budget.reserved, needed=needed, size=size
+            )
+        self.reserved = want
+        self._cap = min(self._limit, budget.allowance + want)
 
     def _next_member(self, data: bytes) -> Any:
         """A fresh decompressor for the bytes after a finished gzip member."""
@@ -431,10 +496,8 @@ class ResponseParser:
                 raise HTTPProtocolError(f"the {self.encoding} body is truncated")
             tail = decomp.flush()
             if tail:
-                self._chunks.append(tail)
-                self._size += len(tail)
-                if self._size > self._limit:
-                    self._over_limit()
+                self._add(tail)
+                if self.done:
                     return
         chunks = self._chunks
         self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -378,6 +378,21 @@ CASES = [
         id="daemon-timeout-above-interval",
     ),
     pytest.param(
+        "apiVersion: autoscalerd.io/v1alpha1\nkind: DaemonConfig\nbodySizeLimit: 32MiB\n"
+        "bodyBudget: 16MiB\n",
+        [
+            "4: bodyBudget: must be at least bodySizeLimit (33554432 bytes) so that one page of "
+            "the largest allowed size can be read, got 16MiB; raise bodyBudget or lower "
+            "bodySizeLimit"
+        ],
+        id="daemon-body-budget-below-the-limit",
+    ),
+    pytest.param(
+        "apiVersion: autoscalerd.io/v1alpha1\nkind: DaemonConfig\nbodyBudget: lots\n",
+        ["3: bodyBudget: 'lots' is not a size; write e.g. 16MiB, 512KiB or 1000000"],
+        id="daemon-body-budget-not-a-size",
+    ),
+    pytest.param(
         "apiVersion: autoscalerd.io/v1alpha1\nkind: DaemonConfig\nscrapeIntervl: 1s\n",
         ["3: scrapeIntervl: unknown field 'scrapeIntervl'; did you mean 'scrapeInterval'?"],
         id="daemon-typo",
@@ -480,3 +495,21 @@ def test_missing_file_and_empty_directory(tmp_path: Path) -> None:
         "no such file or directory",
         "no *.yaml or *.yml files in this directory",
     ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "limit", "budget"),
+    [
+        pytest.param("", 16 << 20, 64 << 20, id="defaults"),
+        pytest.param("bodyBudget: 128MiB\n", 16 << 20, 128 << 20, id="budget"),
+        pytest.param("bodySizeLimit: 100MiB\n", 100 << 20, 100 << 20, id="default-raised-to-limit"),
+        pytest.param("bodySizeLimit: 1MiB\nbodyBudget: 1MiB\n", 1 << 20, 1 << 20, id="equal"),
+    ],
+)
+def test_body_budget_is_never_below_the_body_size_limit(
+    tmp_path: Path, settings: str, limit: int, budget: int
+) -> None:
+    f = tmp_path / "d.yaml"
+    f.write_text("apiVersion: autoscalerd.io/v1alpha1\nkind: DaemonConfig\n" + settings)
+    daemon = load_config([str(f)]).daemon
+    assert (daemon.body_size_limit_bytes, daemon.body_budget_bytes) == (limit, budget)

@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="take part in Lease-based leader election; only the leader scales",
     )
     run.add_argument(
+        "--podautoscalers",
+        action="store_true",
+        default=_env_flag("PODAUTOSCALERS"),
+        help="also take policies from PodAutoscaler objects in the cluster (DaemonConfig "
+        "podAutoscalers: namespaces, labelSelector, claim) and write their status",
+    )
+    run.add_argument(
         "--history-seconds",
         type=_history_seconds,
         default=_env("HISTORY_SECONDS", "3600"),
@@ -276,6 +283,7 @@ def _run(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         history_seconds=args.history_seconds,
+        podautoscalers=args.podautoscalers,
     )
     return run_daemon(options)
 

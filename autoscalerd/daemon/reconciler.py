@@ -470,6 +470,14 @@ class PolicyReconciler:
             self.ctx.kube.record_event(p.namespace, p.target, "Warning", reason, message[:1000])
         )
 
+    def retune(self, policy: Policy) -> bool:
+        """Issue 14: take an edited policy in place when only its bounds or fallback changed
+        (windows and panic state kept); False when it needs a new reconciler."""
+        if policy.key != self.policy.key or not self.autoscaler.retune(policy):
+            return False
+        self.policy = policy
+        return True
+
     # -- /status -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:

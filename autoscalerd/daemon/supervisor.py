@@ -27,11 +27,13 @@ import structlog
 from autoscalerd import __version__
 from autoscalerd.config.load import ConfigErrors, expand_paths, load_config
 from autoscalerd.config.model import Config, DaemonConfig
+from autoscalerd.daemon.cluster_policies import ClusterPolicies
 from autoscalerd.daemon.eventloop import new_event_loop
 from autoscalerd.daemon.notify import Notifier
 from autoscalerd.daemon.options import RunOptions
 from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Cluster, Elector, Scrape, SystemdNotify
 from autoscalerd.daemon.reconciler import DaemonContext, PolicyReconciler
+from autoscalerd.daemon.status_writer import StatusWriter
 from autoscalerd.kube.client import connect
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.logconfig import configure_logging
@@ -78,7 +80,7 @@ def run_daemon(options: RunOptions) -> int:
         print(f"autoscalerd: {exc}", file=sys.stderr)
         return 2
     try:
-        config = load_config(list(options.config_paths))
+        config = _load(options)
     except ConfigErrors as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -86,6 +88,13 @@ def run_daemon(options: RunOptions) -> int:
         return 2
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(Supervisor(options, config).run())
+
+
+def _load(options: RunOptions) -> Config:
+    """The files' configuration; none at all is fine with --podautoscalers (issue 14)."""
+    if options.podautoscalers and not options.config_paths:
+        return Config()
+    return load_config(list(options.config_paths))
 
 
 def settle_heap() -> None:
@@ -147,6 +156,8 @@ class Supervisor:
         self._background: set[asyncio.Task[Any]] = set()
         # issue 15: the buffers behind /history and /ui (None: --history-seconds 0)
         self.history = HistoryStore(options.history_seconds) if options.history_seconds else None
+        self.cluster_policies: ClusterPolicies | None = None
+        """Issue 14 (`--podautoscalers`): the policies of PodAutoscaler objects."""
 
     # -- StatusSource for the HTTP server ---------------------------------------------------
 
@@ -241,6 +252,8 @@ class Supervisor:
                 dry_run=self.options.dry_run or None,
                 leader_election=self.options.leader_elect or None,
             )
+            if self.options.podautoscalers:
+                self._start_cluster_mode()
             self._spawn(self._wait_for_api(), "api-check")
             self._spawn(self._watch_files(), "config-watch")
             self._spawn(self._reload_loop(), "reload")
@@ -329,13 +342,42 @@ class Supervisor:
 
     # -- policies and reload -------------------------------------------------------------
 
+    def _start_cluster_mode(self) -> None:
+        """Issue 14: PodAutoscaler objects as policies, their status written back."""
+        assert self.kube is not None and self.ctx is not None
+        settings = self.config.daemon.pod_autoscalers
+        feed = self.kube.pod_autoscalers(settings.namespaces, settings.label_selector)
+        self.cluster_policies = ClusterPolicies(
+            feed, settings, lambda: self._apply_policies(self.config)
+        )
+        writer = StatusWriter(
+            self.kube,
+            self.cluster_policies,
+            lambda key: self.reconcilers[key][0] if key in self.reconcilers else None,
+            self.clock,
+            lambda: self.config.daemon.scrape_interval_seconds,
+            lambda: self.ctx.write_permission() if self.ctx else (False, None),
+            dry_run=self.options.dry_run,
+        )
+        self._spawn(self.cluster_policies.run(), "podautoscalers")
+        self._spawn(writer.run(), "podautoscaler-status")
+        log.info(
+            "cluster mode: taking policies from PodAutoscaler objects",
+            namespaces=list(settings.namespaces) or "all",
+            label_selector=settings.label_selector or None,
+            claim=settings.claim,
+        )
+
     def _apply_policies(self, config: Config) -> None:
         assert self.ctx is not None
-        wanted = {p.key: p for p in config.policies}
+        policies = list(config.policies)
+        if self.cluster_policies is not None:  # issue 14: files and objects together
+            policies += self.cluster_policies.policies(config.policies)
+        wanted = {p.key: p for p in policies}
         for key in list(self.reconcilers):
             reconciler, task = self.reconcilers[key]
             new = wanted.get(key)
-            if new is not None and new == reconciler.policy:
+            if new is not None and (new == reconciler.policy or reconciler.retune(new)):
                 continue
             task.cancel()
             del self.reconcilers[key]
@@ -365,7 +407,7 @@ class Supervisor:
         self.notifier.reloading()
         self._file_stamps = self._stamp_files()
         try:
-            config = load_config(list(self.options.config_paths))
+            config = _load(self.options)
         except ConfigErrors as exc:
             self.metrics.config_reloads_total.labels("error").inc()
             log.error(

@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workdir", metavar="DIR", help="keep the sandbox files (kubeconfig, certificates) here"
     )
+    demo.add_argument(
+        "--podautoscalers",
+        action="store_true",
+        help="cluster mode: the policy is a PodAutoscaler object; shows its status being written",
+    )
     _add_logging(demo)
 
     sub.add_parser("version", help="print the version")
@@ -318,6 +323,7 @@ def _demo(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         log_format=args.log_format,
         log_level=args.log_level,
+        podautoscalers=args.podautoscalers,
     )
 
 

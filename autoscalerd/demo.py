@@ -89,6 +89,7 @@ def run_demo(
     workdir: str | None = None,
     log_format: str | None = None,
     log_level: str = "info",
+    podautoscalers: bool = False,
 ) -> int:
     configure_logging("console", "warning")
     try:
@@ -100,13 +101,17 @@ def run_demo(
         )
         return 2
     try:
-        return asyncio.run(_demo(duration, workdir, log_format, log_level))
+        return asyncio.run(_demo(duration, workdir, log_format, log_level, podautoscalers))
     except KeyboardInterrupt:
         return 130
 
 
 async def _demo(
-    duration: float, workdir: str | None, log_format: str | None, log_level: str
+    duration: float,
+    workdir: str | None,
+    log_format: str | None,
+    log_level: str,
+    podautoscalers: bool = False,
 ) -> int:
     from autoscalerd.sandbox import MetricsEndpoint, Sandbox
 
@@ -147,13 +152,23 @@ async def _demo(
             ),
             file=out,
         )
+        policy_args = ["-c", str(policy_file)]
+        if podautoscalers:  # issue 14: the policy as a PodAutoscaler object, status written
+            from autoscalerd.sandbox import podautoscalers as pa
+
+            policy_args = ["--podautoscalers"]
+            pa.create(sb.store, _demo_object())
+            print(
+                f"  cluster mode: the policy is the PodAutoscaler object {NAMESPACE}/{PA_NAME}"
+                " (annotated autoscalerd.io/managed); its status is shown below\n",
+                file=out,
+            )
         cmd = [
             sys.executable,
             "-m",
             "autoscalerd",
             "run",
-            "-c",
-            str(policy_file),
+            *policy_args,
             "--kubeconfig",
             str(sb.kubeconfig_path),
             "--listen",
@@ -169,7 +184,7 @@ async def _demo(
                 *cmd, stdout=log_fh, stderr=log_fh, stdin=asyncio.subprocess.DEVNULL, env=env
             )
             try:
-                await _watch(sb, port, duration, out)
+                await _watch(sb, port, duration, out, podautoscalers)
             finally:
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
@@ -179,10 +194,43 @@ async def _demo(
                         proc.kill()
                         await proc.wait()
         _summary(sb, proc.returncode, log_file, out)
+        if podautoscalers:
+            from autoscalerd.sandbox import podautoscalers as pa
+
+            obj = pa.get(sb.store, NAMESPACE, PA_NAME)
+            print("\nkubectl describe podautoscaler (as the sandbox holds it):", file=out)
+            print(textwrap.indent(pa.describe(obj or {}), "  "), file=out)
         return 0 if proc.returncode == 0 else 1
 
 
-async def _watch(sb: Any, port: int, duration: float, out: Any) -> None:
+PA_NAME = "metric-server-autoscaler"
+
+
+def _demo_object() -> dict[str, Any]:
+    """DEMO_POLICY as an API object that this daemon claims."""
+    import yaml
+
+    obj: dict[str, Any] = yaml.safe_load(DEMO_POLICY)
+    obj["metadata"]["annotations"]["autoscalerd.io/managed"] = "true"
+    return obj
+
+
+def _pa_status(sb: Any) -> str:
+    from autoscalerd.sandbox import podautoscalers as pa
+
+    status = (pa.get(sb.store, NAMESPACE, PA_NAME) or {}).get("status") or {}
+    ready: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    return (
+        f"status desired={status.get('desiredScale', '-')} actual={status.get('actualScale', '-')}"
+        f" Ready={ready.get('status', '-')} ({ready.get('reason', '-')})"
+    )
+
+
+async def _watch(
+    sb: Any, port: int, duration: float, out: Any, podautoscalers: bool = False
+) -> None:
     url = f"http://127.0.0.1:{port}/status"
     header = f"{'time':>5}  {'load':>5}  {'ready':>5}  {'desired':>7}  {'replicas':>8}  {'mode':<6}  decision"
     print(header, file=out)
@@ -209,6 +257,8 @@ async def _watch(sb: Any, port: int, duration: float, out: Any) -> None:
             desired = policy.get("desired_replicas")
             mode = policy.get("mode") or "-"
             decision = policy.get("last_error") or policy.get("detail") or "waiting for the daemon"
+            if podautoscalers:
+                decision = _pa_status(sb)
             print(
                 f"{int(elapsed):>4}s  {load:>5g}  {ready:>5}  {desired if desired is not None else '-':>7}  "
                 f"{replicas:>8}  {mode:<6}  {_clip(str(decision), 70)}",

@@ -32,6 +32,7 @@ __all__ = [
     "PODAUTOSCALERS",
     "create",
     "delete",
+    "describe",
     "edit_spec",
     "get",
     "keep_status",
@@ -149,3 +150,40 @@ def edit_spec(
 
 def delete(store: Store, namespace: str, name: str) -> bool:
     return store.delete(PODAUTOSCALERS, namespace, name) is not None
+
+
+def describe(obj: dict[str, Any]) -> str:
+    """A `kubectl describe podautoscaler` style view of an object's spec and status."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    lines = [
+        f"Name:          {meta.get('name')}",
+        f"Namespace:     {meta.get('namespace')}",
+        f"Annotations:   {', '.join(f'{k}: {v}' for k, v in (meta.get('annotations') or {}).items())}",
+        f"Strategy:      {spec.get('scalingStrategy')}",
+        f"Target:        {ref.get('kind')}/{ref.get('name')}",
+        f"Min/Max:       {spec.get('minReplicas', 1)}/{spec.get('maxReplicas')}",
+        "Status:",
+        f"  Desired Scale:    {status.get('desiredScale', '<unset>')}",
+        f"  Actual Scale:     {status.get('actualScale', '<unset>')}",
+        f"  Last Scale Time:  {status.get('lastScaleTime', '<unset>')}",
+        "  Conditions:",
+        f"    {'Type':<16} {'Status':<7} {'Reason':<20} Message",
+    ]
+    for c in status.get("conditions") or []:
+        lines.append(
+            f"    {c.get('type', ''):<16} {c.get('status', ''):<7} {c.get('reason', ''):<20} "
+            f"{c.get('message', '')}"
+        )
+    history = status.get("scalingHistory") or []
+    if history:
+        lines.append("  Scaling History:")
+        for h in history:
+            outcome = "ok" if h.get("success") else f"failed: {h.get('error')}"
+            lines.append(
+                f"    {h.get('timestamp')}  {h.get('previousScale')} -> {h.get('newScale')}  "
+                f"{h.get('reason')}  {outcome}"
+            )
+    return "\n".join(lines)

@@ -4,6 +4,8 @@ dropped watch, two leader-elected daemons)."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -270,3 +272,17 @@ async def test_two_daemons_only_the_leader_writes_status_and_scale(
     assert b.logs(lambda d: d.get("event") == "scaled")
     assert b.logs(lambda d: d.get("event") == "podautoscaler status written")
     assert await b.stop() == 0
+
+
+async def test_demo_shows_the_status_being_written() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "autoscalerd", "demo", "--podautoscalers", "--duration", "12",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "status desired=" in text and "Ready=True (ScalingStable)" in text, text
+    assert "kubectl describe podautoscaler" in text
+    assert "ValidSpec        True    AsExpected" in text
+    assert "Scaling History:" in text and "1 -> " in text

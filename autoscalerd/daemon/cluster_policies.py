@@ -173,6 +173,31 @@ class ClusterPolicies:
         self._cache = _ParseCache()
         self.verdicts: dict[Key, Verdict] = {}
 
+    def reconfigure(self, settings: PodAutoscalerSettings) -> None:
+        """A reload changed the DaemonConfig: a new claim rule applies at once; other
+        namespaces or another label selector need a restart (the watches are open)."""
+        old, self.settings = self.settings, settings
+        if (old.namespaces, old.label_selector) != (settings.namespaces, settings.label_selector):
+            log.warning(
+                "podAutoscalers.namespaces and labelSelector take effect after a restart; "
+                "the running watches keep the old ones",
+                running_namespaces=list(old.namespaces) or "all",
+                running_label_selector=old.label_selector or None,
+            )
+
+    @property
+    def problem(self) -> dict[str, str] | None:
+        """The watch's failure, for `/status` (None while it works)."""
+        error = self.feed.last_error
+        if error is None:
+            return None
+        return {
+            "problem": "podautoscalers_watch",
+            "message": f"cannot list or watch PodAutoscaler objects: {error}; objects are "
+            "not acted on until it works (RBAC: list and watch on "
+            "podautoscalers.autoscaling.aibrix.ai; deploy/kubernetes/podautoscalers)",
+        }
+
     def policies(self, file_policies: Sequence[Policy]) -> list[Policy]:
         """Recompute the verdicts against the files' policies; the active objects' policies."""
         old = self.verdicts

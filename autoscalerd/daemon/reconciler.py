@@ -476,6 +476,11 @@ class PolicyReconciler:
         if policy.key != self.policy.key or not self.autoscaler.retune(policy):
             return False
         self.policy = policy
+        self.log.info(
+            "policy bounds changed; windows and panic state kept",
+            min_replicas=policy.min_replicas,
+            max_replicas=policy.max_replicas,
+        )
         return True
 
     # -- /status -----------------------------------------------------------------------------

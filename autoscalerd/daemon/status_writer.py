@@ -362,8 +362,9 @@ class StatusWriter:
                 desired=state.desired,
                 scheduled_bounds=bounds,
             )
-            if not allowed:
-                state.written = None  # a new leader starts from what the object holds
+            if not allowed:  # a new leader starts from what the object holds
+                state.written = None
+                state.history = ScalingHistory.from_status(current)
                 continue
             if _comparable(status) == _comparable(base):
                 continue

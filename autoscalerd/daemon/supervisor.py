@@ -174,15 +174,19 @@ class Supervisor:
     def _problems(self) -> list[dict[str, Any]]:
         """Daemon-level problems for `/status` (today: the API rejects our credentials)."""
         rejected = None if self.kube is None else self.kube.credentials_rejected
+        # issue 14: the PodAutoscaler watch's failure
+        watch = self.cluster_policies.problem if self.cluster_policies is not None else None
+        extra = [watch] if watch is not None else []
         if rejected is None:
-            return []
+            return extra
         return [
             {
                 "problem": rejected.problem,
                 "message": rejected.message,
                 "since": rejected.since_wall,
                 "rejected_calls": rejected.calls,
-            }
+            },
+            *extra,
         ]
 
     def status(self) -> Mapping[str, Any]:
@@ -418,6 +422,8 @@ class Supervisor:
             return
         old_daemon = self.config.daemon
         self.config = config
+        if self.cluster_policies is not None:  # issue 14
+            self.cluster_policies.reconfigure(config.daemon.pod_autoscalers)
         if config.daemon != old_daemon:
             old_scraper = self.ctx.scraper
             self.ctx.scraper = self._make_scraper(config.daemon)

@@ -121,7 +121,7 @@ async def test_create_scale_status_edit_delete(sandbox: Sandbox, start_daemon: A
     assert st["desiredScale"] == 4 and st["lastScaleTime"]
     history = st["scalingHistory"]
     assert 1 <= len(history) <= 5 and history[-1]["newScale"] == 4 and history[-1]["success"]
-    assert "SuccessfulRescale" in sandbox.event_reasons(NS, PA)
+    await wait_for(lambda: "SuccessfulRescale" in sandbox.event_reasons(NS, PA), timeout=5)
 
     # an edit of the bounds takes effect within a tick or two, windows kept
     before = daemon.logs(lambda d: d.get("event") == "policy changed; restarting it")
@@ -157,7 +157,7 @@ async def test_invalid_object_is_never_acted_on_and_says_why(
         "raise maxReplicas or lower minReplicas"
     )
     assert condition(sandbox, "Ready")["status"] == "False"
-    assert "InvalidSpec" in sandbox.event_reasons(NS, PA)
+    await wait_for(lambda: "InvalidSpec" in sandbox.event_reasons(NS, PA), timeout=5)
     assert (await daemon.status())["policies"] == []
     assert sandbox.scale_writes() == []
 

@@ -128,6 +128,8 @@ async def test_create_scale_status_edit_delete(sandbox: Sandbox, start_daemon: A
     pa.edit_spec(sandbox.store, NS, PA, {"maxReplicas": 2})
     await sandbox.wait_for_spec_replicas(NS, NAME, 2, timeout=10)
     assert daemon.logs(lambda d: d.get("event") == "policy changed; restarting it") == before
+    kept = "policy bounds changed; windows and panic state kept"
+    assert [d["max_replicas"] for d in daemon.logs(lambda d: d.get("event") == kept)] == [2]
     await wait_for(
         lambda: condition(sandbox, "ValidSpec").get("observedGeneration") == 2, timeout=10
     )
@@ -251,7 +253,9 @@ async def test_two_daemons_only_the_leader_writes_status_and_scale(
     await a.wait_log(lambda d: d.get("event") == "leadership acquired")
     b = await start_daemon(config, args=args, env={"POD_NAME": "autoscalerd-b"})
     pa.create(sandbox.store, pa_object())
-    await b.wait_status(lambda s: s["leader"] is False and s["policies"][0]["ticks"] >= 2)
+    await b.wait_status(
+        lambda s: s["leader"] is False and bool(s["policies"]) and s["policies"][0]["ticks"] >= 2
+    )
     await wait_for(lambda: condition(sandbox, "Ready").get("status") == "True", timeout=10)
     sandbox.set_load(NS, NAME, METRIC, 70)
     await sandbox.wait_for_spec_replicas(NS, NAME, 4, timeout=15)

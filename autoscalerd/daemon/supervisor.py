@@ -169,6 +169,8 @@ class Supervisor:
             lease = self.config.daemon.leader_election.lease_duration_seconds
             if asyncio.get_running_loop().time() - rejected.since > lease:
                 return False, f"{rejected.problem}: {rejected.message}"
+        if self.cluster_policies is not None and not self.cluster_policies.feed.synced:
+            return False, "the PodAutoscaler objects have not been listed yet"  # issue 14
         return True, ""
 
     def _problems(self) -> list[dict[str, Any]]:

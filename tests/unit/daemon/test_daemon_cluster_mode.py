@@ -98,6 +98,14 @@ async def test_objects_and_files_together(running: Running) -> None:
     await wait_for(lambda: running.keys() == ["default/from-file"])
 
 
+async def test_not_ready_until_the_objects_are_listed(running: Running) -> None:
+    await wait_for(lambda: running.sup.is_ready()[0])
+    running.kube.podautoscalers.synced = False
+    assert running.sup.is_ready() == (
+        False, "the PodAutoscaler objects have not been listed yet"
+    )  # fmt: skip
+
+
 async def test_the_watchs_failure_shows_in_status(running: Running) -> None:
     running.kube.podautoscalers.last_error = "list podautoscalers: 403 forbidden"
     (problem,) = running.sup.status()["problems"]

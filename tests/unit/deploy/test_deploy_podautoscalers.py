@@ -9,6 +9,9 @@ from `build_status`), with jsonschema on its openAPIV3Schema.
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +183,26 @@ def test_rbac_grants_exactly_the_calls_of_cluster_mode() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "autoscalerd", "namespace": "autoscalerd-system"}
     ]
+
+
+def test_kubectl_kustomize_builds_an_overlay_with_the_component(tmp_path: Path) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not on PATH")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(KDIR, overlay)}]\n"
+        f"components: [{os.path.relpath(PDIR, overlay)}]\n"
+    )
+    done = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    built = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(done.stdout) if d}
+    assert ("CustomResourceDefinition", "podautoscalers.autoscaling.aibrix.ai") in built
+    assert ("ClusterRole", "autoscalerd-podautoscalers") in built
+    (container,) = built[("Deployment", "autoscalerd")]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AUTOSCALERD_PODAUTOSCALERS"] == "1"

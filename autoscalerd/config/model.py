@@ -63,7 +63,8 @@ class SourceRef:
     line: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        # line 0: an object from the API (issue 14), which has no lines
+        return f"{self.file}:{self.line}" if self.line else self.file
 
 
 class Regex(Protocol):

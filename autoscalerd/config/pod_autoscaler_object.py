@@ -65,7 +65,7 @@ def policy_from_object(obj: Mapping[str, Any]) -> tuple[Policy | None, list[Prob
     }
     if "spec" in obj:
         data["spec"] = obj["spec"]
-    raw = RawDocument(file=f"podautoscaler/{namespace}/{name}", start_line=0, data=data)
+    raw = RawDocument(file=f"PodAutoscaler {namespace}/{name}", start_line=0, data=data)
     problems: list[Problem] = []
     policy = read_pod_autoscaler(Document(raw, problems), data)
     return (policy if not problems else None), problems

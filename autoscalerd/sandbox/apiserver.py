@@ -381,10 +381,11 @@ class ApiServer:
             )
             for sub in r.subresources:
                 if sub == "status":  # issue 14: a custom resource's status subresource
+                    verbs = ["get", "patch", "update"]
                     resources.append(
-                        {"name": f"{r.plural}/status", "singularName": "", "kind": r.kind}
-                        | {"namespaced": r.namespaced, "verbs": ["get", "patch", "update"]}
-                    )
+                        {"name": f"{r.plural}/status", "singularName": "", "kind": r.kind,
+                         "namespaced": r.namespaced, "verbs": verbs}
+                    )  # fmt: skip
                     continue
                 resources.append(
                     {
@@ -547,9 +548,8 @@ class ApiServer:
             items = items[start:end]
         else:
             items = items[start:]
-        if (
-            rtype is not WIDGETS and rtype not in CUSTOM_RESOURCES
-        ):  # built-in list items carry no kind/apiVersion; CRs' do
+        # built-in list items carry no kind/apiVersion; CRs' do
+        if rtype is not WIDGETS and rtype not in CUSTOM_RESOURCES:
             for item in items:
                 item.pop("kind", None)
                 item.pop("apiVersion", None)

@@ -335,6 +335,9 @@ class StatusWriter:
             if state is None or state.uid != verdict.uid:
                 history = ScalingHistory.from_status(current)
                 state = self._state[key] = _ObjectState(verdict.uid, history)
+                previous = (current or {}).get("desiredScale")
+                if isinstance(previous, int) and not isinstance(previous, bool):
+                    state.desired = previous  # a restart does not forget it
                 first = True
             else:
                 first = False
@@ -347,6 +350,8 @@ class StatusWriter:
                     added = state.history.see(obs, wall, first=first)
                     if obs.desired is not None:
                         state.desired = obs.desired
+                if obs is None or (obs.actual is None and obs.scale_error is None):
+                    continue  # not ticked yet: nothing new to say (no write after a restart)
             bounds = (
                 self.scheduled_bounds(verdict.policy)
                 if verdict.state == "active" and verdict.policy is not None

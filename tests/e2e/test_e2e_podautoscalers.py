@@ -129,7 +129,8 @@ async def test_create_scale_status_edit_delete(sandbox: Sandbox, start_daemon: A
     await sandbox.wait_for_spec_replicas(NS, NAME, 2, timeout=10)
     assert daemon.logs(lambda d: d.get("event") == "policy changed; restarting it") == before
     kept = "policy bounds changed; windows and panic state kept"
-    assert [d["max_replicas"] for d in daemon.logs(lambda d: d.get("event") == kept)] == [2]
+    line = await daemon.wait_log(lambda d: d.get("event") == kept)
+    assert line["max_replicas"] == 2
     await wait_for(
         lambda: condition(sandbox, "ValidSpec").get("observedGeneration") == 2, timeout=10
     )
@@ -260,8 +261,8 @@ async def test_two_daemons_only_the_leader_writes_status_and_scale(
     sandbox.set_load(NS, NAME, METRIC, 70)
     await sandbox.wait_for_spec_replicas(NS, NAME, 4, timeout=15)
     await wait_for(lambda: status_of(sandbox).get("actualScale") == 4, timeout=10)
-    assert a.logs(lambda d: d.get("event") == "scaled")
-    assert a.logs(lambda d: d.get("event") == "podautoscaler status written")
+    await a.wait_log(lambda d: d.get("event") == "scaled")
+    await a.wait_log(lambda d: d.get("event") == "podautoscaler status written")
     assert not b.logs(lambda d: d.get("event") == "scaled")
     assert not b.logs(lambda d: d.get("event") == "podautoscaler status written")
     # the holder goes away: the other takes over, and writes only what changed
@@ -273,8 +274,8 @@ async def test_two_daemons_only_the_leader_writes_status_and_scale(
     await sandbox.wait_for_spec_replicas(NS, NAME, 3, timeout=15)
     await wait_for(lambda: status_of(sandbox).get("actualScale") == 3, timeout=10)
     assert len(status_writes(sandbox)) > writes
-    assert b.logs(lambda d: d.get("event") == "scaled")
-    assert b.logs(lambda d: d.get("event") == "podautoscaler status written")
+    await b.wait_log(lambda d: d.get("event") == "scaled")
+    await b.wait_log(lambda d: d.get("event") == "podautoscaler status written")
     assert await b.stop() == 0
 
 

@@ -106,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="take part in Lease-based leader election; only the leader scales",
     )
     run.add_argument(
+        "--podautoscalers",
+        action="store_true",
+        default=_env_flag("PODAUTOSCALERS"),
+        help="also take policies from PodAutoscaler objects in the cluster (DaemonConfig "
+        "podAutoscalers: namespaces, labelSelector, claim) and write their status",
+    )
+    run.add_argument(
         "--history-seconds",
         type=_history_seconds,
         default=_env("HISTORY_SECONDS", "3600"),
@@ -186,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="pod",
         help="the metric source to scale on: pod (the seed, default), cpu (metrics.k8s.io, "
         "HPA utilization) or prometheus (a query against a local Prometheus server)",
+    )
+    demo.add_argument(
+        "--podautoscalers",
+        action="store_true",
+        help="cluster mode: the policy is a PodAutoscaler object; shows its status being written",
     )
     _add_logging(demo)
 
@@ -289,6 +301,7 @@ def _run(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         history_seconds=args.history_seconds,
+        podautoscalers=args.podautoscalers,
     )
     return run_daemon(options)
 
@@ -325,6 +338,7 @@ def _demo(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         log_format=args.log_format,
         log_level=args.log_level,
+        podautoscalers=args.podautoscalers,
     )
 
 

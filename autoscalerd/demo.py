@@ -164,6 +164,7 @@ def run_demo(
     workdir: str | None = None,
     log_format: str | None = None,
     log_level: str = "info",
+    podautoscalers: bool = False,
 ) -> int:
     configure_logging("console", "warning")
     try:
@@ -175,13 +176,20 @@ def run_demo(
         )
         return 2
     try:
-        return asyncio.run(_demo(SCENARIOS[source], duration, workdir, log_format, log_level))
+        return asyncio.run(
+            _demo(SCENARIOS[source], duration, workdir, log_format, log_level, podautoscalers)
+        )
     except KeyboardInterrupt:
         return 130
 
 
 async def _demo(
-    sc: Scenario, duration: float, workdir: str | None, log_format: str | None, log_level: str
+    sc: Scenario,
+    duration: float,
+    workdir: str | None,
+    log_format: str | None,
+    log_level: str,
+    podautoscalers: bool = False,
 ) -> int:
     from autoscalerd.sandbox import MetricsEndpoint, Sandbox
 
@@ -233,13 +241,26 @@ async def _demo(
             ),
             file=out,
         )
+        policy_args = ["-c", str(policy_file)]
+        pa_key: tuple[str, str] | None = None
+        if podautoscalers:  # issue 14: the policy as a PodAutoscaler object, status written
+            from autoscalerd.sandbox import podautoscalers as pa
+
+            policy_args = ["--podautoscalers"]
+            obj = _demo_object(policy_file.read_text())
+            pa.create(sb.store, obj)
+            pa_key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            print(
+                f"  cluster mode: the policy is the PodAutoscaler object {pa_key[0]}/{pa_key[1]}"
+                " (annotated autoscalerd.io/managed); its status is shown below\n",
+                file=out,
+            )
         cmd = [
             sys.executable,
             "-m",
             "autoscalerd",
             "run",
-            "-c",
-            str(policy_file),
+            *policy_args,
             "--kubeconfig",
             str(sb.kubeconfig_path),
             "--listen",
@@ -255,7 +276,7 @@ async def _demo(
                 *cmd, stdout=log_fh, stderr=log_fh, stdin=asyncio.subprocess.DEVNULL, env=env
             )
             try:
-                await _watch(sb, demand, port, duration, out)
+                await _watch(sb, demand, port, duration, out, pa_key)
             finally:
                 if proc.returncode is None:
                     proc.send_signal(signal.SIGTERM)
@@ -265,10 +286,45 @@ async def _demo(
                         proc.kill()
                         await proc.wait()
         _summary(sb, sc, proc.returncode, log_file, out)
+        if pa_key is not None:
+            from autoscalerd.sandbox import podautoscalers as pa
+
+            held = pa.get(sb.store, *pa_key)
+            print("\nkubectl describe podautoscaler (as the sandbox holds it):", file=out)
+            print(textwrap.indent(pa.describe(held or {}), "  "), file=out)
         return 0 if proc.returncode == 0 else 1
 
 
-async def _watch(sb: Any, demand: _Demand, port: int, duration: float, out: Any) -> None:
+def _demo_object(policy: str) -> dict[str, Any]:
+    """The demo's policy as an API object that this daemon claims."""
+    import yaml
+
+    obj: dict[str, Any] = yaml.safe_load(policy)
+    obj["metadata"].setdefault("annotations", {})["autoscalerd.io/managed"] = "true"
+    return obj
+
+
+def _pa_status(sb: Any, pa_key: tuple[str, str]) -> str:
+    from autoscalerd.sandbox import podautoscalers as pa
+
+    status = (pa.get(sb.store, *pa_key) or {}).get("status") or {}
+    ready: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
+    return (
+        f"status desired={status.get('desiredScale', '-')} actual={status.get('actualScale', '-')}"
+        f" Ready={ready.get('status', '-')} ({ready.get('reason', '-')})"
+    )
+
+
+async def _watch(
+    sb: Any,
+    demand: _Demand,
+    port: int,
+    duration: float,
+    out: Any,
+    pa_key: tuple[str, str] | None = None,
+) -> None:
     sc = demand.sc
     url = f"http://127.0.0.1:{port}/status"
     header = f"{'time':>5}  {'load':>5}  {'ready':>5}  {'desired':>7}  {'replicas':>8}  {'mode':<6}  decision"
@@ -296,6 +352,8 @@ async def _watch(sb: Any, demand: _Demand, port: int, duration: float, out: Any)
             desired = policy.get("desired_replicas")
             mode = policy.get("mode") or "-"
             decision = policy.get("last_error") or policy.get("detail") or "waiting for the daemon"
+            if pa_key is not None:
+                decision = _pa_status(sb, pa_key)
             print(
                 f"{int(elapsed):>4}s  {demand.value:>5g}  {ready:>5}  {desired if desired is not None else '-':>7}  "
                 f"{replicas:>8}  {mode:<6}  {_clip(str(decision), 70)}",

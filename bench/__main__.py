@@ -70,6 +70,12 @@ BENCHES = [
         300,
     ),
     Bench(
+        "daemon_podautoscalers",
+        "real daemon, the same policies as PodAutoscaler objects vs a file: status writes, API requests per tick, CPU",
+        ("--objects", "20", "--warmup", "3", "--seconds", "5"),
+        240,
+    ),
+    Bench(
         "daemon_history",
         "real daemon, 100 policies x 10 pods: /history buffers off vs on vs an open /ui (README-daemon.md)",
         ("--warmup", "5", "--seconds", "15"),

@@ -14,6 +14,7 @@ framework, nothing patched.
 from __future__ import annotations
 
 import asyncio
+import copy
 import heapq
 import itertools
 import zlib
@@ -209,6 +210,11 @@ class FakeKube:
         self.electors: list[FakeElector] = []
         self.closed = False
         self._metrics_init()
+        # cluster mode (issue 14)
+        self.podautoscalers = FakePodAutoscalers()
+        self.status_writes: list[tuple[str, str, dict[str, Any]]] = []
+        """(namespace, name, status) of every PodAutoscaler status patch."""
+        self.status_errors: list[KubeError] = []
 
     def scale_by_hand(self, replicas: int) -> None:
         """`kubectl scale`: the target's replicas change behind the daemon's back."""
@@ -304,8 +310,101 @@ class FakeKube:
         self.electors.append(elector)
         return elector
 
+    def pod_autoscalers(
+        self, namespaces: Sequence[str] = (), label_selector: str = ""
+    ) -> FakePodAutoscalers:
+        self.podautoscalers.scope = (tuple(namespaces), label_selector)
+        return self.podautoscalers
+
+    async def patch_pod_autoscaler_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+    ) -> None:
+        if self.status_errors:
+            raise self.status_errors.pop(0)
+        self.status_writes.append((namespace, name, dict(status)))
+        self.podautoscalers.merge_status(namespace, name, status)
+
     async def close(self) -> None:
         self.closed = True
+
+
+class FakePodAutoscalers:
+    """A `PodAutoscalerSource`: the test puts and deletes objects; status patches merge in."""
+
+    def __init__(self) -> None:
+        self._objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.generation = 0
+        self.synced = True
+        self.last_error: str | None = None
+        self.started = False
+        self.scope: tuple[tuple[str, ...], str] = ((), "")
+        self._changed = asyncio.Event()
+        self._uids = itertools.count(1)
+
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an object (uid, generation and creationTimestamp filled in)."""
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("namespace", "default")
+        key = (meta["namespace"], meta["name"])
+        old = self._objects.get(key)
+        if old is None:
+            meta["uid"] = f"pa-uid-{next(self._uids)}"
+            meta["generation"] = 1
+            meta.setdefault("creationTimestamp", f"2026-01-01T00:00:{len(self._objects):02d}Z")
+        else:
+            meta["uid"] = old["metadata"]["uid"]
+            meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+            bump = old.get("spec") != obj.get("spec")
+            meta["generation"] = old["metadata"]["generation"] + (1 if bump else 0)
+            if "status" in old:
+                obj["status"] = old["status"]
+        self._objects[key] = obj
+        self._bump()
+        return obj
+
+    def delete(self, namespace: str, name: str) -> None:
+        del self._objects[(namespace, name)]
+        self._bump()
+
+    def merge_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        obj = self._objects.get((namespace, name))
+        if obj is None:
+            return
+        merged = dict(obj.get("status") or {})
+        for k, v in status.items():
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        obj["status"] = merged
+
+    def _bump(self) -> None:
+        self.generation += 1
+        self._changed.set()
+
+    def objects(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return dict(self._objects)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._objects.get((namespace, name))
+
+    async def wait_changed(self, generation: int) -> int:
+        while self.generation == generation:
+            self._changed.clear()
+            await self._changed.wait()
+        return self.generation
+
+    def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
 
 
 class FakeElector:

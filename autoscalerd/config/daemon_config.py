@@ -14,6 +14,7 @@ from autoscalerd.config.model import (
     DaemonConfig,
     LeaderElection,
 )
+from autoscalerd.config.pod_autoscaler_object import read_pod_autoscaler_settings
 from autoscalerd.config.problems import Document, Path
 from autoscalerd.config.readers import (
     check_keys,
@@ -40,6 +41,7 @@ DAEMON_FIELDS = (
     "bodyBudget",
     "apiTimeout",
     "leaderElection",
+    "podAutoscalers",
 )
 LEADER_FIELDS = ("leaseDuration", "renewDeadline", "retryPeriod", "leaseName", "leaseNamespace")
 _DEFAULT_SCRAPE_INTERVAL_SECONDS = 1.0
@@ -88,6 +90,10 @@ def read_daemon_config(doc: Document, data: Mapping[str, Any]) -> DaemonConfig |
     if "leaderElection" in data:
         out["leader_election"] = _read_leader_election(
             doc, ("leaderElection",), data["leaderElection"]
+        )
+    if "podAutoscalers" in data:  # issue 14: cluster mode
+        out["pod_autoscalers"] = read_pod_autoscaler_settings(
+            doc, ("podAutoscalers",), data["podAutoscalers"]
         )
     if len(doc.problems) != problems_before:
         return None

@@ -28,6 +28,7 @@ __all__ = [
     "LeaderElection",
     "MatchOp",
     "MetricSource",
+    "PodAutoscalerSettings",
     "Policy",
     "RatePolicy",
     "Regex",
@@ -70,7 +71,8 @@ class SourceRef:
     line: int
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        # line 0: an object from the API (issue 14), which has no lines
+        return f"{self.file}:{self.line}" if self.line else self.file
 
 
 class Regex(Protocol):
@@ -401,6 +403,17 @@ class LeaderElection:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PodAutoscalerSettings:
+    """Cluster mode (DESIGN §8, `run --podautoscalers`): which PodAutoscaler objects to take."""
+
+    namespaces: tuple[str, ...] = ()
+    """Empty: every namespace."""
+    label_selector: str = ""
+    claim: str = "annotated"
+    """`annotated`: only objects annotated `autoscalerd.io/managed: "true"`; `all`: every one."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DaemonConfig:
     """Daemon-wide settings (the optional `DaemonConfig` document)."""
 
@@ -419,6 +432,8 @@ class DaemonConfig:
     api_timeout_seconds: float = 10.0
     """Upper bound on every Kubernetes API call (kubernetes_asyncio has none by default)."""
     leader_election: LeaderElection = LeaderElection()
+    pod_autoscalers: PodAutoscalerSettings = PodAutoscalerSettings()
+    """Cluster mode settings (issue 14, `config/pod_autoscaler_object.py`)."""
     where: SourceRef | None = field(default=None, compare=False)
 
     def authorization_for(self, source: MetricSource) -> Authorization | None:

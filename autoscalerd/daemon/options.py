@@ -23,3 +23,5 @@ class RunOptions:
     log_level: str = "info"
     history_seconds: float = 3600.0
     """How far back /history and /ui look (in-memory ring buffers); 0 turns them off."""
+    podautoscalers: bool = False
+    """Cluster mode (issue 14): also take policies from PodAutoscaler objects."""

@@ -32,6 +32,7 @@ __all__ = [
     "Elector",
     "Kube",
     "LoopClock",
+    "PodAutoscalerSource",
     "PodView",
     "PodViews",
     "Scrape",
@@ -183,6 +184,31 @@ class Elector(Protocol):
     def start(self) -> None: ...
 
 
+class PodAutoscalerSource(Protocol):
+    """PodAutoscaler objects from the API, kept current (`kube.podautoscalers.PodAutoscalerFeed`)."""
+
+    @property
+    def generation(self) -> int:
+        """Changes with every change of an object other than of its `.status`."""
+        ...
+
+    @property
+    def synced(self) -> bool: ...
+
+    @property
+    def last_error(self) -> str | None: ...
+
+    def objects(self) -> dict[tuple[str, str], dict[str, Any]]: ...
+
+    def get(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    async def wait_changed(self, generation: int) -> int: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Cluster(Kube, Protocol):
     """What the supervisor asks of the Kubernetes API besides the reconcilers' calls."""
 
@@ -204,6 +230,21 @@ class Cluster(Kube, Protocol):
     async def server_version(self) -> str: ...
 
     def leader_elector(self, settings: LeaderElection) -> Elector: ...
+
+    def pod_autoscalers(
+        self, namespaces: Sequence[str] = (), label_selector: str = ""
+    ) -> PodAutoscalerSource:
+        """Cluster mode (issue 14): a not yet started feed of PodAutoscaler objects."""
+        ...
+
+    async def patch_pod_autoscaler_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+    ) -> None: ...
 
     async def close(self) -> None:
         """Stop watches and electors (releasing a held Lease), flush events."""

@@ -51,6 +51,10 @@ class Problems:
     def has(self, key: str) -> bool:
         return key in self._current
 
+    def message(self, key: str) -> str | None:
+        """The current message of `key` (None: no problem)."""
+        return self._current.get(key)
+
     @property
     def any_scrape(self) -> bool:
         """Whether a pod's scrape is failing (checked every tick: no allocation)."""

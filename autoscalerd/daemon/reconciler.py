@@ -518,6 +518,19 @@ class PolicyReconciler:
             self.ctx.kube.record_event(p.namespace, p.target, "Warning", reason, message[:1000])
         )
 
+    def retune(self, policy: Policy) -> bool:
+        """Issue 14: take an edited policy in place when only its bounds or fallback changed
+        (windows and panic state kept); False when it needs a new reconciler."""
+        if policy.key != self.policy.key or not self.autoscaler.retune(policy):
+            return False
+        self.policy = policy
+        self.log.info(
+            "policy bounds changed; windows and panic state kept",
+            min_replicas=policy.min_replicas,
+            max_replicas=policy.max_replicas,
+        )
+        return True
+
     # -- /status -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -555,6 +568,20 @@ class PolicyReconciler:
             # issue 13: AIbrix status.scheduledBounds
             "scheduled_bounds": _scheduled_bounds(d) if p.schedules else None,
         }
+
+    def scheduled_bounds(self) -> dict[str, Any] | None:
+        """AIbrix's `status.scheduledBounds` of the last decision (cluster mode writes it), for
+        a policy with `spec.schedules`; None otherwise or before the first decision."""
+        bounds = _scheduled_bounds(self._last_decision) if self.policy.schedules else None
+        if bounds is None:
+            return None
+        out = {
+            "effectiveMinReplicas": bounds["effective_min_replicas"],
+            "effectiveMaxReplicas": bounds["effective_max_replicas"],
+        }
+        if bounds["active_schedule"] is not None:
+            out["activeSchedule"] = bounds["active_schedule"]
+        return out
 
 
 def _scheduled_bounds(d: Decision | None) -> dict[str, Any] | None:

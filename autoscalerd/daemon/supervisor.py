@@ -26,12 +26,14 @@ import structlog
 
 from autoscalerd import __version__
 from autoscalerd.config.load import ConfigErrors, expand_paths, load_config
-from autoscalerd.config.model import Config, DaemonConfig
+from autoscalerd.config.model import Config, DaemonConfig, Policy
+from autoscalerd.daemon.cluster_policies import ClusterPolicies
 from autoscalerd.daemon.eventloop import new_event_loop
 from autoscalerd.daemon.notify import Notifier
 from autoscalerd.daemon.options import RunOptions
 from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Cluster, Elector, Scrape, SystemdNotify
 from autoscalerd.daemon.reconciler import DaemonContext, PolicyReconciler
+from autoscalerd.daemon.status_writer import StatusWriter
 from autoscalerd.kube.client import connect
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.logconfig import configure_logging
@@ -79,7 +81,7 @@ def run_daemon(options: RunOptions) -> int:
         print(f"autoscalerd: {exc}", file=sys.stderr)
         return 2
     try:
-        config = load_config(list(options.config_paths))
+        config = _load(options)
     except ConfigErrors as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -87,6 +89,13 @@ def run_daemon(options: RunOptions) -> int:
         return 2
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(Supervisor(options, config).run())
+
+
+def _load(options: RunOptions) -> Config:
+    """The files' configuration; none at all is fine with --podautoscalers (issue 14)."""
+    if options.podautoscalers and not options.config_paths:
+        return Config()
+    return load_config(list(options.config_paths))
 
 
 def settle_heap() -> None:
@@ -148,6 +157,8 @@ class Supervisor:
         self._background: set[asyncio.Task[Any]] = set()
         # issue 15: the buffers behind /history and /ui (None: --history-seconds 0)
         self.history = HistoryStore(options.history_seconds) if options.history_seconds else None
+        self.cluster_policies: ClusterPolicies | None = None
+        """Issue 14 (`--podautoscalers`): the policies of PodAutoscaler objects."""
 
     # -- StatusSource for the HTTP server ---------------------------------------------------
 
@@ -159,20 +170,26 @@ class Supervisor:
             lease = self.config.daemon.leader_election.lease_duration_seconds
             if asyncio.get_running_loop().time() - rejected.since > lease:
                 return False, f"{rejected.problem}: {rejected.message}"
+        if self.cluster_policies is not None and not self.cluster_policies.feed.synced:
+            return False, "the PodAutoscaler objects have not been listed yet"  # issue 14
         return True, ""
 
     def _problems(self) -> list[dict[str, Any]]:
         """Daemon-level problems for `/status` (today: the API rejects our credentials)."""
         rejected = None if self.kube is None else self.kube.credentials_rejected
+        # issue 14: the PodAutoscaler watch's failure
+        watch = self.cluster_policies.problem if self.cluster_policies is not None else None
+        extra = [watch] if watch is not None else []
         if rejected is None:
-            return []
+            return extra
         return [
             {
                 "problem": rejected.problem,
                 "message": rejected.message,
                 "since": rejected.since_wall,
                 "rejected_calls": rejected.calls,
-            }
+            },
+            *extra,
         ]
 
     def status(self) -> Mapping[str, Any]:
@@ -243,6 +260,8 @@ class Supervisor:
                 dry_run=self.options.dry_run or None,
                 leader_election=self.options.leader_elect or None,
             )
+            if self.options.podautoscalers:
+                self._start_cluster_mode()
             self._spawn(self._wait_for_api(), "api-check")
             self._spawn(self._watch_files(), "config-watch")
             self._spawn(self._reload_loop(), "reload")
@@ -331,13 +350,48 @@ class Supervisor:
 
     # -- policies and reload -------------------------------------------------------------
 
+    def _scheduled_bounds(self, policy: Policy) -> Mapping[str, Any] | None:
+        """`status.scheduledBounds` of a policy's object: from its reconciler's last decision."""
+        entry = self.reconcilers.get(policy.key)
+        return entry[0].scheduled_bounds() if entry is not None else None
+
+    def _start_cluster_mode(self) -> None:
+        """Issue 14: PodAutoscaler objects as policies, their status written back."""
+        assert self.kube is not None and self.ctx is not None
+        settings = self.config.daemon.pod_autoscalers
+        feed = self.kube.pod_autoscalers(settings.namespaces, settings.label_selector)
+        self.cluster_policies = ClusterPolicies(
+            feed, settings, lambda: self._apply_policies(self.config)
+        )
+        writer = StatusWriter(
+            self.kube,
+            self.cluster_policies,
+            lambda key: self.reconcilers[key][0] if key in self.reconcilers else None,
+            self.clock,
+            lambda: self.config.daemon.scrape_interval_seconds,
+            lambda: self.ctx.write_permission() if self.ctx else (False, None),
+            dry_run=self.options.dry_run,
+            scheduled_bounds=self._scheduled_bounds,
+        )
+        self._spawn(self.cluster_policies.run(), "podautoscalers")
+        self._spawn(writer.run(), "podautoscaler-status")
+        log.info(
+            "cluster mode: taking policies from PodAutoscaler objects",
+            namespaces=list(settings.namespaces) or "all",
+            label_selector=settings.label_selector or None,
+            claim=settings.claim,
+        )
+
     def _apply_policies(self, config: Config) -> None:
         assert self.ctx is not None
-        wanted = {p.key: p for p in config.policies}
+        policies = list(config.policies)
+        if self.cluster_policies is not None:  # issue 14: files and objects together
+            policies += self.cluster_policies.policies(config.policies)
+        wanted = {p.key: p for p in policies}
         for key in list(self.reconcilers):
             reconciler, task = self.reconcilers[key]
             new = wanted.get(key)
-            if new is not None and new == reconciler.policy:
+            if new is not None and (new == reconciler.policy or reconciler.retune(new)):
                 continue
             task.cancel()
             del self.reconcilers[key]
@@ -367,7 +421,7 @@ class Supervisor:
         self.notifier.reloading()
         self._file_stamps = self._stamp_files()
         try:
-            config = load_config(list(self.options.config_paths))
+            config = _load(self.options)
         except ConfigErrors as exc:
             self.metrics.config_reloads_total.labels("error").inc()
             log.error(
@@ -378,6 +432,8 @@ class Supervisor:
             return
         old_daemon = self.config.daemon
         self.config = config
+        if self.cluster_policies is not None:  # issue 14
+            self.cluster_policies.reconfigure(config.daemon.pod_autoscalers)
         if config.daemon != old_daemon:
             old_scraper = self.ctx.scraper
             self.ctx.scraper = self._make_scraper(config.daemon)

@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import copy
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from autoscalerd.kube.errors import Op
 from autoscalerd.kube.events import EventRecorder, EventSettings, EventType
 from autoscalerd.kube.lease import LeaderElector, default_identity
 from autoscalerd.kube.metrics_api import MetricsApi, PodUsage
+from autoscalerd.kube.podautoscalers import PodAutoscalerFeed, patch_status
 from autoscalerd.kube.pods import PodCaches, WatchSettings
 from autoscalerd.kube.scale import RetryPolicy, ScaleInfo, ScaleOps
 
@@ -194,6 +195,8 @@ class KubeClient:
         self.pods = PodCaches(self._t, watch, stream_transport=self._stream_t)
         """Shared watch caches: `pods.acquire(namespace, selector)` / `await pods.release(c)`."""
         self._electors: list[LeaderElector] = []
+        self._feeds: list[PodAutoscalerFeed] = []
+        self._watch_settings = watch
         self._closed = False
         self.metrics_api = MetricsApi(self._t)
         """metrics.k8s.io / custom / external metrics reads (issue 12)."""
@@ -274,6 +277,28 @@ class KubeClient:
     ) -> list[float]:
         return await self.metrics_api.external_metric(namespace, metric, label_selector)
 
+    def pod_autoscalers(
+        self, namespaces: Sequence[str] = (), label_selector: str = ""
+    ) -> PodAutoscalerFeed:
+        """A (not yet started) feed of PodAutoscaler objects (cluster mode); stopped by
+        `close()` too."""
+        feed = PodAutoscalerFeed(
+            self._t, self._stream_t, namespaces, label_selector, self._watch_settings
+        )
+        self._feeds.append(feed)
+        return feed
+
+    async def patch_pod_autoscaler_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+    ) -> None:
+        """Merge-patch a PodAutoscaler's `.status` (status subresource); raises `KubeError`."""
+        await patch_status(self._t, namespace, name, status, deadline=deadline)
+
     def leader_elector(
         self, settings: LeaderElection, *, identity: str | None = None
     ) -> LeaderElector:
@@ -304,6 +329,9 @@ class KubeClient:
                 await elector.stop()
         await self.pods.close()
         self.metrics_api.close()
+        for feed in self._feeds:
+            with contextlib.suppress(Exception):
+                await feed.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._events.flush(), timeout=self._t.api_timeout)
         for api_client in (self._api_client, self._stream_api_client, self._lease_api_client):

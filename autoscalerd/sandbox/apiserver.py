@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from .podautoscalers import CUSTOM_RESOURCES, PODAUTOSCALERS, keep_status, status_subresource
 from .selectors import (
     SelectorError,
     parse_field_selector,
@@ -51,6 +52,7 @@ WIDGETS = ResourceType(
     "example.com", "v1", "widgets", "Widget", verbs=_WORKLOAD, subresources=("scale",)
 )
 RESOURCES = [PODS, CORE_EVENTS, DEPLOYMENTS, STATEFULSETS, REPLICASETS, LEASES, EVENTS_V1, WIDGETS]
+RESOURCES.append(PODAUTOSCALERS)  # issue 14: sandbox/podautoscalers.py
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 WORKLOAD_TYPES = (DEPLOYMENTS, STATEFULSETS, REPLICASETS, WIDGETS)
 
@@ -384,6 +386,13 @@ class ApiServer:
                 }
             )
             for sub in r.subresources:
+                if sub == "status":  # issue 14: a custom resource's status subresource
+                    verbs = ["get", "patch", "update"]
+                    resources.append(
+                        {"name": f"{r.plural}/status", "singularName": "", "kind": r.kind,
+                         "namespaced": r.namespaced, "verbs": verbs}
+                    )  # fmt: skip
+                    continue
                 resources.append(
                     {
                         "name": f"{r.plural}/{sub}",
@@ -462,6 +471,8 @@ class ApiServer:
         if namespace is None:
             raise ApiError(404, "the server could not find the requested resource")
         name = parts[1]
+        if len(parts) == 3 and parts[2] == "status" and "status" in rtype.subresources:
+            return await status_subresource(self, request, rtype, namespace, name)
         if len(parts) == 3:
             if parts[2] != "scale" or "scale" not in rtype.subresources:
                 raise ApiError(404, "the server could not find the requested resource")
@@ -555,7 +566,8 @@ class ApiServer:
             items = items[start:end]
         else:
             items = items[start:]
-        if rtype is not WIDGETS:  # built-in list items carry no kind/apiVersion; CRs' do
+        # built-in list items carry no kind/apiVersion; CRs' do
+        if rtype is not WIDGETS and rtype not in CUSTOM_RESOURCES:
             for item in items:
                 item.pop("kind", None)
                 item.pop("apiVersion", None)
@@ -710,6 +722,8 @@ class ApiServer:
             )
         for k in ("resourceVersion", "uid", "creationTimestamp", "generation"):
             meta.pop(k, None)
+        if "status" in rtype.subresources:
+            keep_status(None, body)
         return web.json_response(self.store.create(rtype, body), status=201)
 
     def _check_rv(self, rtype: ResourceType, name: str, current: dict[str, Any], new: Any) -> None:
@@ -733,6 +747,8 @@ class ApiServer:
                     "than or equal to 0",
                     details=_details(rtype, current["metadata"]["name"]),
                 )
+        if "status" in rtype.subresources:
+            keep_status(current, new)
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         for k in ("uid", "creationTimestamp", "generation", "namespace", "name"):
             if k in current["metadata"]:
@@ -770,7 +786,7 @@ class ApiServer:
         scale: bool,
     ) -> Any:
         accepted = [JSON_PATCH, MERGE, APPLY]
-        if rtype.group not in ("example.com",):
+        if rtype.group not in ("example.com",) and rtype not in CUSTOM_RESOURCES:
             accepted.insert(2, STRATEGIC)
         ctype = content_type.split(";")[0].strip().lower()
         if ctype not in accepted or ctype == APPLY:  # server-side apply: not simulated

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from autoscalerd.config.model import Policy, Strategy
 from autoscalerd.scaling.apa import ApaSource
@@ -490,6 +490,24 @@ class Autoscaler:
         base): a scale event for HPA rate policies."""
         if new != old:
             self._engine.scaled(now, old, new)
+
+    def retune(self, policy: Policy) -> bool:
+        """Take `policy` in place when it differs from the current one only in its bounds
+        and fallback (the algorithm's parameters and sources are the same), keeping the
+        windows and the panic state; False (nothing changed) otherwise."""
+        same = replace(
+            self.policy,
+            min_replicas=policy.min_replicas,
+            max_replicas=policy.max_replicas,
+            fallback=policy.fallback,
+        )
+        if same != policy:
+            return False
+        self.policy = policy
+        engine: Any = self._engine
+        if hasattr(engine, "policy"):  # KPA and HPA read the bounds from it
+            engine.policy = policy
+        return True
 
     def state_summary(self) -> Mapping[str, object]:
         """Return a JSON-friendly view of the state, for `/status`."""

@@ -143,6 +143,12 @@ async def test_status_shows_the_active_schedule_and_bounds(tmp_path: Path) -> No
         "effective_min_replicas": 4,
         "effective_max_replicas": 20,
     }
+    # cluster mode writes the same as AIbrix's status.scheduledBounds
+    assert r.scheduled_bounds() == {
+        "activeSchedule": "night",
+        "effectiveMinReplicas": 4,
+        "effectiveMaxReplicas": 20,
+    }
     clock.advance(120.0)  # 00:02: the end is excluded
     d = await r.tick()
     assert d is not None and d.schedule is None
@@ -151,6 +157,7 @@ async def test_status_shows_the_active_schedule_and_bounds(tmp_path: Path) -> No
         "effective_min_replicas": 1,
         "effective_max_replicas": 20,
     }
+    assert r.scheduled_bounds() == {"effectiveMinReplicas": 1, "effectiveMaxReplicas": 20}
 
 
 async def test_a_histogram_without_its_inf_bucket_is_reported_once_with_the_fix(

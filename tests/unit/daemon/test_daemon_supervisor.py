@@ -28,7 +28,7 @@ from autoscalerd.kube.errors import KubeConfigError, KubeUnavailable
 T0 = 1000.0
 
 
-def policy(name: str, max_replicas: int = 4) -> str:
+def policy(name: str, max_replicas: int = 4, target: str = "10") -> str:
     return (
         "apiVersion: autoscaling.aibrix.ai/v1alpha1\n"
         "kind: PodAutoscaler\n"
@@ -39,7 +39,7 @@ def policy(name: str, max_replicas: int = 4) -> str:
         "  scalingStrategy: KPA\n"
         "  metricsSources:\n"
         "    - {metricSourceType: pod, protocolType: http, port: '8000', path: /metrics,"
-        " targetMetric: requests, targetValue: '10'}\n"
+        f" targetMetric: requests, targetValue: '{target}'}}\n"
     )
 
 
@@ -183,14 +183,16 @@ async def test_reload_keeps_unchanged_policies_and_their_windows(
     web_autoscaler = web.autoscaler
     old_api_task = running.sup.reconcilers["default/api"][1]
 
-    running.path.write_text(policy("web") + "---\n" + policy("api", max_replicas=8))
+    # web: only its bounds change (retuned in place); api: its target (a new reconciler)
+    running.path.write_text(policy("web", max_replicas=6) + "---\n" + policy("api", target="20"))
     running.sup.request_reload()
     await wait_for(lambda: reloads(running, "ok") == 1)
 
-    assert running.reconciler("web") is web, "unchanged: same reconciler"
+    assert running.reconciler("web") is web, "bounds only: same reconciler"
     assert web.autoscaler is web_autoscaler, "and so the same windows and panic state"
+    assert web.policy.max_replicas == 6 and web.autoscaler.policy.max_replicas == 6
     new_api = running.reconciler("api")
-    assert new_api is not api and new_api.policy.max_replicas == 8
+    assert new_api is not api and new_api.policy.sources[0].target_value == 20
     await wait_for(old_api_task.done)
     running.clock.advance(1.0)
     await wait_for(lambda: web.ticks == 3 and new_api.ticks == 1)

@@ -8,19 +8,25 @@ decision.
 The reconciler reaches the world only through the ports in `ports.py` (`Kube`, `Scrape`,
 `Clock`), handed over in the `DaemonContext`; when it ticks is `tick_grid.py`'s business, when
 it reads `/scale` again `scale_refresh.py`'s.
+
+About 520 lines: one tick's steps in order (read /scale, count pods, scrape, sample the other
+sources, decide, apply, record), each short; the pieces with a job of their own already live
+beside it (tick_grid, scale_refresh, scrape_targets, problems, sources, signals,
+effective_sources, policy_status).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from autoscalerd.config.model import DaemonConfig, MetricSource, Policy, TLSConfig
+from autoscalerd.config.model import DaemonConfig, MetricSource, Policy
+from autoscalerd.daemon.effective_sources import effective_source, insecure_sources
+from autoscalerd.daemon.policy_status import aibrix_scheduled_bounds, policy_status, utc
 from autoscalerd.daemon.ports import LOOP_CLOCK, Clock, Kube, PodView, Scrape
 from autoscalerd.daemon.problems import SCRAPE_PREFIX, Problems
 from autoscalerd.daemon.scale_refresh import scale_is_fresh
@@ -46,22 +52,6 @@ POD_LIST_GRACE_SECONDS = 30.0
 """A pod cache that has not listed within this time is reported as an error."""
 
 
-def effective_source(
-    source: MetricSource, daemon: DaemonConfig, insecure_default: bool
-) -> MetricSource:
-    """The source with DaemonConfig defaults (and `--insecure-skip-tls-verify`) filled in.
-
-    Precedence: the source's own setting, then the DaemonConfig's, then the command-line flag.
-    The DaemonConfig's token applies to https sources only (never sent in clear text).
-    """
-    base = daemon.tls
-    if insecure_default and base.insecure_skip_verify is None:
-        base = replace(base, insecure_skip_verify=True)
-    https = source.protocol == "https"
-    tls = source.tls.merged_over(base) if https else TLSConfig()
-    return replace(source, tls=tls, authorization=daemon.authorization_for(source))
-
-
 @dataclass
 class DaemonContext:
     """What every reconciler shares; fields are swapped in place on reload."""
@@ -79,10 +69,6 @@ class DaemonContext:
     """Per-policy ring buffers behind /history and /ui (None: --history-seconds 0)."""
     query: Query | None = None
     """Runs `prometheus` sources' queries (issue 12; the supervisor wires the real one)."""
-
-
-def _utc(wall: float) -> str:
-    return datetime.fromtimestamp(wall, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class PolicyReconciler:
@@ -128,25 +114,18 @@ class PolicyReconciler:
 
     def warn_insecure_sources(self) -> None:
         """Log once per source that skips TLS verification (the explicit bypass)."""
-        for i, source in enumerate(self.policy.sources):
-            eff = effective_source(source, self.ctx.daemon, self.ctx.insecure_default)
-            if eff.protocol == "https" and eff.tls.insecure_skip_verify:
-                origin = (
-                    "tlsConfig.insecureSkipVerify"
-                    if source.tls.insecure_skip_verify
-                    else "DaemonConfig tlsConfig.insecureSkipVerify"
-                    if self.ctx.daemon.tls.insecure_skip_verify
-                    else "--insecure-skip-tls-verify"
-                )
-                self.log.warning(
-                    "TLS verification is OFF for this metric source: anyone on the path can "
-                    "forge its metrics; set tlsConfig.caFile (and serverName) to verify instead",
-                    source=i,
-                    metric=source.target_metric,
-                    port=source.port,
-                    set_by=origin,
-                    where=str(source.where) if source.where else None,
-                )
+        ctx = self.ctx
+        for i, source, origin in insecure_sources(self.policy, ctx.daemon, ctx.insecure_default):
+            self.log.warning(
+                "TLS verification is OFF for this metric source: anyone on the path can "
+                "forge its metrics; set tlsConfig.caFile (and serverName) to verify instead",
+                source=i,
+                metric=source.target_metric,
+                port=source.port,
+                endpoint=source.endpoint or None,
+                set_by=origin,
+                where=str(source.where) if source.where else None,
+            )
 
     async def run(self) -> None:
         clock = self.ctx.clock
@@ -483,7 +462,7 @@ class PolicyReconciler:
         self._scale = info
         self._scale_read_at = ctx.clock.now()
         self._last_scale = {
-            "time": _utc(ctx.clock.wall()),
+            "time": utc(ctx.clock.wall()),
             "from": scale.replicas,
             "to": info.replicas,
             "reason": decision.reason,
@@ -534,61 +513,19 @@ class PolicyReconciler:
     # -- /status -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        p = self.policy
-        d = self._last_decision
-        metrics: dict[str, float | None] = {}
-        for i, source in enumerate(p.sources):
-            value = d.values[i] if d is not None and i < len(d.values) else None
-            metrics[source.target_metric] = value
-        errors = self.problems.messages()
-        return {
-            "namespace": p.namespace,
-            "name": p.name,
-            "strategy": p.strategy.value,
-            "target": f"{p.target.kind}/{p.target.name}",
-            "min_replicas": p.min_replicas,
-            "max_replicas": p.max_replicas,
-            "current_replicas": self._scale.replicas if self._scale is not None else None,
-            "desired_replicas": d.desired if d is not None else None,
-            "ready_pods": self._ready,
-            "not_ready_pods": self._not_ready,
-            "metrics": metrics,
-            "targets": {s.target_metric: s.target_value for s in p.sources},
-            "mode": (d.mode or None) if d is not None else None,
-            "reason": d.reason if d is not None else None,
-            "detail": d.detail if d is not None else None,
-            "last_decision_time": (
-                _utc(self._last_decision_at) if self._last_decision_at is not None else None
-            ),
-            "last_scale": self._last_scale,
-            "last_error": errors[0] if errors else None,
-            "errors": errors[:20],
-            "ticks": self.ticks,
-            "late_ticks": self.late_ticks,
-            # issue 13: AIbrix status.scheduledBounds
-            "scheduled_bounds": _scheduled_bounds(d) if p.schedules else None,
-        }
+        return policy_status(
+            self.policy,
+            self._last_decision,
+            decided_at=self._last_decision_at,
+            current_replicas=self._scale.replicas if self._scale is not None else None,
+            ready=self._ready,
+            not_ready=self._not_ready,
+            last_scale=self._last_scale,
+            errors=self.problems.messages(),
+            ticks=self.ticks,
+            late_ticks=self.late_ticks,
+        )
 
     def scheduled_bounds(self) -> dict[str, Any] | None:
-        """AIbrix's `status.scheduledBounds` of the last decision (cluster mode writes it), for
-        a policy with `spec.schedules`; None otherwise or before the first decision."""
-        bounds = _scheduled_bounds(self._last_decision) if self.policy.schedules else None
-        if bounds is None:
-            return None
-        out = {
-            "effectiveMinReplicas": bounds["effective_min_replicas"],
-            "effectiveMaxReplicas": bounds["effective_max_replicas"],
-        }
-        if bounds["active_schedule"] is not None:
-            out["activeSchedule"] = bounds["active_schedule"]
-        return out
-
-
-def _scheduled_bounds(d: Decision | None) -> dict[str, Any] | None:
-    if d is None or d.bounds is None:
-        return None
-    return {
-        "active_schedule": d.schedule,
-        "effective_min_replicas": d.bounds[0],
-        "effective_max_replicas": d.bounds[1],
-    }
+        """AIbrix's `status.scheduledBounds` of the last decision (cluster mode writes it)."""
+        return aibrix_scheduled_bounds(self.policy, self._last_decision)

@@ -9,6 +9,9 @@
 It reaches the world through the ports in `ports.py`: the Kubernetes API (`connect_kube`),
 the scraper (`make_scraper`), the clock and systemd's notify socket are handed in, with the
 real ones as defaults, so tests drive it with fakes and step time by hand.
+
+About 500 lines: start-up, the API check, leader election, reload, the file watch, cluster
+mode's wiring and shutdown of one daemon.
 """
 
 from __future__ import annotations

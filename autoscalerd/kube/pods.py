@@ -20,6 +20,9 @@ kubernetes_asyncio's `watch.Watch` is deliberately not used: it builds an extra 
 from the *global default* Configuration (only to deserialize models), retries 410 just once,
 and turns every event into generated model objects. We read the stream ourselves through the
 client's own ApiClient.
+
+About 520 lines: the shared namespace watch (list, resume, 410 re-list, bookmarks, back-off)
+and the per-selector views it feeds are one state machine.
 """
 
 from __future__ import annotations

@@ -35,6 +35,10 @@ Design:
   (`_release`); a complete one's is given back after `on_done`, which may take it over with
   the body (`ResponseParser.take_reservation`). Releasing is idempotent (the parser zeroes
   what it held), so a path that ends a request twice cannot give back twice.
+
+About 570 lines: the pool and the request lifecycle (queueing, reuse, retry of a GET that
+received nothing, cancellation, the body budget's release) share one state; the response
+parser and the connection are their own modules.
 """
 
 from __future__ import annotations

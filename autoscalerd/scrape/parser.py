@@ -46,6 +46,10 @@ the page lacks its final newline); the duplicate check starts at the second matc
 the common one-series selection does no more work than before.
 
 Pure: no I/O, no logging, no asyncio (import-linter enforces it).
+
+About 520 lines: the hot path (candidate lines, labels, value) and the page-level rules that
+guard it (complete last line, # EOF, repeated series) are kept together so that each rule
+is checked where it costs nothing.
 """
 
 from __future__ import annotations

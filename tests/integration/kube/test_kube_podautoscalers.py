@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kube_helpers import eventually
+from waiting import wait_until
 
 from autoscalerd.kube import KubeClient
 from autoscalerd.kube.errors import KubeNotFound
@@ -32,19 +32,39 @@ async def test_lists_watches_and_follows_every_change(sb: Sandbox, kc: KubeClien
     pa.create(sb.store, obj("a"))
     feed = kc.pod_autoscalers()
     feed.start()
-    await eventually(lambda: feed.synced and set(feed.objects()) == {("default", "a")})
+    await wait_until(
+        lambda: feed.synced and set(feed.objects()) == {("default", "a")},
+        "the feed lists default/a",
+        state=lambda: sorted(feed.objects()),
+    )
     a = feed.get("default", "a")
     assert a is not None and a["metadata"]["annotations"] == {}, "kubectl's copy is dropped"
     pa.create(sb.store, obj("b", "other"))
-    await eventually(lambda: ("other", "b") in feed.objects())
+    await wait_until(
+        lambda: ("other", "b") in feed.objects(),
+        "other/b is seen",
+        state=lambda: sorted(feed.objects()),
+    )
     gen = feed.generation
     await kc.patch_pod_autoscaler_status("other", "b", {"desiredScale": 2})
-    await eventually(lambda: (feed.get("other", "b") or {}).get("status") == {"desiredScale": 2})
+    await wait_until(
+        lambda: (feed.get("other", "b") or {}).get("status") == {"desiredScale": 2},
+        "other/b's status is seen",
+        state=lambda: sorted(feed.objects()),
+    )
     assert feed.generation == gen, "a status-only change does not wake the daemon"
     pa.edit_spec(sb.store, "other", "b", {"maxReplicas": 5})
-    await eventually(lambda: feed.generation > gen)
+    await wait_until(
+        lambda: feed.generation > gen,
+        "the feed's generation moves",
+        state=lambda: sorted(feed.objects()),
+    )
     pa.delete(sb.store, "default", "a")
-    await eventually(lambda: set(feed.objects()) == {("other", "b")})
+    await wait_until(
+        lambda: set(feed.objects()) == {("other", "b")},
+        "only other/b is left",
+        state=lambda: sorted(feed.objects()),
+    )
     await feed.stop()
 
 
@@ -55,8 +75,16 @@ async def test_named_namespaces_and_a_label_selector(sb: Sandbox, kc: KubeClient
     pa.create(sb.store, obj("in2", "ns2", {"team": "ml"}))
     feed = kc.pod_autoscalers(["ns1", "ns2"], "team=ml")
     feed.start()
-    await eventually(lambda: feed.synced)
-    await eventually(lambda: set(feed.objects()) == {("ns1", "in"), ("ns2", "in2")})
+    await wait_until(
+        lambda: feed.synced,
+        "the feed has listed",
+        state=lambda: sorted(feed.objects()),
+    )
+    await wait_until(
+        lambda: set(feed.objects()) == {("ns1", "in"), ("ns2", "in2")},
+        "the named namespaces' objects only",
+        state=lambda: sorted(feed.objects()),
+    )
     pa.edit_spec(sb.store, "ns1", "wrong-label", {})  # no change: nothing
     await feed.stop()
 
@@ -64,15 +92,27 @@ async def test_named_namespaces_and_a_label_selector(sb: Sandbox, kc: KubeClient
 async def test_dropped_and_expired_watches_lose_no_change(sb: Sandbox, kc: KubeClient) -> None:
     feed = kc.pod_autoscalers()
     feed.start()
-    await eventually(lambda: feed.synced)
+    await wait_until(
+        lambda: feed.synced,
+        "the feed has listed",
+        state=lambda: sorted(feed.objects()),
+    )
     sb.faults.drop_watches(abrupt=True)
     pa.create(sb.store, obj("during-drop"))
-    await eventually(lambda: ("default", "during-drop") in feed.objects())
+    await wait_until(
+        lambda: ("default", "during-drop") in feed.objects(),
+        "the object created during the drop is seen",
+        state=lambda: sorted(feed.objects()),
+    )
     sb.store.compact()
     sb.faults.expire_watches()
     pa.delete(sb.store, "default", "during-drop")
     pa.create(sb.store, obj("after-410"))
-    await eventually(lambda: set(feed.objects()) == {("default", "after-410")})
+    await wait_until(
+        lambda: set(feed.objects()) == {("default", "after-410")},
+        "the re-list after 410 holds only after-410",
+        state=lambda: sorted(feed.objects()),
+    )
     assert feed.relists >= 2, "a 410 re-lists"
     await feed.stop()
 

@@ -14,7 +14,7 @@ from autoscalerd.config.model import (
     SeriesSelector,
     TLSConfig,
 )
-from autoscalerd.daemon.reconciler import effective_source
+from autoscalerd.daemon.effective_sources import effective_source
 from autoscalerd.daemon.tick_grid import TICK_SLOTS, next_tick, tick_phase
 
 TOKEN = Authorization(credentials_file="/daemon-token")

@@ -18,7 +18,7 @@ both and their ratio; fails when the hostile run's peak RSS is above `--rss-limi
 Deployment's memory limit, deploy/kubernetes/deployment.yaml) or a hostile scrape succeeded.
 
 Run: .venv/bin/python bench/daemon_hostile.py [--policies 100] [--pods 10] [--hostile 20]
-     [--warmup 15] [--seconds 60] [--rss-limit-mib 256]
+     [--warmup 15] [--seconds 60] [--rss-limit-mib 384]
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hostile", type=int, default=20, help="hostile pods, one policy each")
     ap.add_argument("--warmup", type=float, default=15.0)
     ap.add_argument("--seconds", type=float, default=60.0, help="measurement window per run")
-    ap.add_argument("--rss-limit-mib", type=float, default=256.0)
+    ap.add_argument("--rss-limit-mib", type=float, default=384.0)
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     args.max_runtime = 600 + 3 * (args.warmup + args.seconds)

@@ -40,7 +40,8 @@ MAX_POINTS_PER_ANSWER = 500_000
 policy at once over a whole hour is 360,000 at 100 policies; beyond that `seconds` is cut
 down (the answer's `seconds` says by how much)."""
 INLINE_POINTS = 20_000
-"""Answers up to this many points are rendered at once (a few ms); larger ones policy by
+"""Answers up to this many points (counted from each series' first point present, as
+rendered) are rendered at once (a few ms); larger ones policy by
 policy, from copies, giving the event loop back every `SLICE_SECONDS` or so, so the
 policies' ticks are not held up (a full hour of 100 policies is ~0.7 s of CPU)."""
 SLICE_SECONDS = 0.005
@@ -139,7 +140,7 @@ async def _history(request: web.Request) -> web.Response:
         seconds = max(1.0, seconds * MAX_POINTS_PER_ANSWER / points)
         snaps = _snapshots(store, keys, now, seconds)
     head = {"now": round(wall, 3), "history_seconds": store.seconds, "seconds": seconds}
-    if points <= INLINE_POINTS:
+    if sum(s.rendered_points for s in snaps if s is not None) <= INLINE_POINTS:
         body = _render(head, snaps, wall - now, policy is None)
     else:  # copied already: render in slices, one large answer at a time
         async with request.app[_RENDERING]:

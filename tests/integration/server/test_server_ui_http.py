@@ -195,7 +195,7 @@ async def test_a_large_answer_is_rendered_in_slices_on_the_loop(
             point = Point(values=(1.5,), ready=1, desired=1)
             s.record(key, t, interval=1.0, names=["m"], targets=[1.0], point=point)
     snaps = [s.snapshot(k, now=now, seconds=3600) for k in keys]
-    assert sum(x.points for x in snaps if x is not None) > ui.INLINE_POINTS
+    assert sum(x.rendered_points for x in snaps if x is not None) > ui.INLINE_POINTS
     turns = 0
 
     async def other() -> None:

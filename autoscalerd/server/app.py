@@ -7,6 +7,7 @@ server does not import the daemon (dependencies point down).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from autoscalerd.server.history import HistoryStore
 from autoscalerd.server.metrics import DaemonMetrics
 from autoscalerd.server.ui import add_ui_routes
 
-__all__ = ["HttpServer", "StatusSource", "build_app", "parse_listen"]
+__all__ = ["HttpServer", "StatusSource", "build_app", "parse_listen", "status_json"]
 
 
 class StatusSource(Protocol):
@@ -49,13 +50,29 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[_SOURCE].status(), dumps=_dumps)
+    return web.Response(
+        text=status_json(request.app[_SOURCE].status()), content_type="application/json"
+    )
 
 
-def _dumps(obj: Any) -> str:
-    import json
+def status_json(doc: Mapping[str, Any]) -> str:
+    """The `/status` document, readable: one top-level key per line, and in `policies` one
+    policy per line. Each piece goes through the C encoder: `indent=` would use json's
+    pure-Python one, ~10 ms of the event loop at 100 policies for every open /ui page each
+    interval (~1 ms this way)."""
+    lines = []
+    for key, value in doc.items():
+        name = json.dumps(str(key))
+        if key == "policies" and isinstance(value, list) and value:
+            items = ",\n    ".join(_compact(p) for p in value)
+            lines.append(f"  {name}: [\n    {items}\n  ]")
+        else:
+            lines.append(f"  {name}: {_compact(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
-    return json.dumps(obj, indent=2, default=str) + "\n"
+
+def _compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(", ", ": "), default=str)
 
 
 def build_app(

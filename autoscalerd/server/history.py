@@ -31,6 +31,7 @@ buffers of policies that are gone.
 from __future__ import annotations
 
 import math
+import re
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,7 @@ def _values(raw: list[float], present: list[bool]) -> list[float | None]:
 
 
 _MISSING = object()
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 class PolicyHistory:
@@ -302,7 +304,28 @@ class Snapshot:
 
     @property
     def points(self) -> int:
+        """Ticks in the window (what the answer's size is capped on)."""
         return max(0, self.end - self.start + 1) if self.interval is not None else 0
+
+    def first(self) -> int | None:
+        """Index (in the window) of its first point present, None if none: found by the C
+        code of `bytes.find` and `re`, not a Python loop over the window."""
+        if self.interval is None or self.head is None:
+            return None
+        # a slot holds a point iff its flags are not 0, and its tick is within
+        # [oldest, head]: the window never starts before `oldest`, but may end after `head`
+        lo = max(0, self.oldest - self.start)
+        hi = min(len(self.flags), self.head - self.start + 1)
+        if lo >= hi:
+            return None
+        found = _NONZERO.search(self.flags.tobytes(), lo, hi)
+        return None if found is None else found.start()
+
+    @property
+    def rendered_points(self) -> int:
+        """Entries per list of `render`'s document (from the first point present on)."""
+        first = self.first()
+        return 0 if first is None else self.points - first
 
     def render(self, wall_offset: float = 0.0) -> dict[str, Any]:
         """The JSON document of `/history`: lists with one entry per tick from the first
@@ -312,20 +335,13 @@ class Snapshot:
         doc: dict[str, Any] = {"policy": self.key, "interval_seconds": self.interval}
         interval = self.interval
         head = self.head
-        flags = self.flags.tolist()
-        first = None
-        if interval is not None and head is not None:
-            lo, hi = self.oldest, head
-            for i, f in enumerate(flags):
-                if f & _PRESENT and lo <= self.start + i <= hi:
-                    first = i
-                    break
+        first = self.first()
         if interval is None or first is None or head is None:
             end = None if interval is None else round(self.end * interval + wall_offset, 3)
             return {**doc, "start": end, "end": end, "points": 0, "ready": [], "desired": [],
                     "panic": [], "schedule": [], "error": [], "metrics": []}  # fmt: skip
         start = self.start + first
-        flags = flags[first:]
+        flags = self.flags[first:].tolist()
         lo, hi = self.oldest, head
         present = [bool(f & _PRESENT) and lo <= t <= hi for t, f in enumerate(flags, start)]
 

@@ -171,3 +171,54 @@ async def test_ui_is_one_self_contained_page_with_a_strict_csp(client: TestClien
     # the page's data goes in as text, never as markup
     assert "innerHTML" not in body and "insertAdjacentHTML" not in body
     assert "/status" in body and "/history" in body
+
+
+async def test_a_large_answer_is_rendered_in_slices_on_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Above `INLINE_POINTS` the answer is rendered policy by policy on the event loop,
+    which gets a turn between slices (no thread: its `json.dumps` would hold the GIL and
+    make the ticks late), and it is the same document as rendered at once."""
+    from autoscalerd.server import ui
+
+    async def no_thread(*_: Any, **__: Any) -> Any:
+        raise AssertionError("rendered in a thread")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    monkeypatch.setattr(ui, "SLICE_SECONDS", 0.0)  # a slice per policy
+    s = HistoryStore(3600)
+    keys = [f"ns/p{i}" for i in range(8)]  # 8 x 3,600 = 28,800 points > INLINE_POINTS
+    s.sync(keys)
+    now = asyncio.get_running_loop().time()
+    for key in keys:
+        for t in (now - 3000, now - 10, now - 1):
+            point = Point(values=(1.5,), ready=1, desired=1)
+            s.record(key, t, interval=1.0, names=["m"], targets=[1.0], point=point)
+    snaps = [s.snapshot(k, now=now, seconds=3600) for k in keys]
+    assert sum(x.rendered_points for x in snaps if x is not None) > ui.INLINE_POINTS
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.get_running_loop().create_task(other())
+    await asyncio.sleep(0)
+    head = {"now": 1.0, "history_seconds": 3600.0, "seconds": 3600.0}
+    try:
+        turns = 0
+        body = await ui._render_sliced(head, snaps, 0.0, True)
+        seen = turns
+    finally:
+        task.cancel()
+    assert seen >= len(keys) - 1
+    assert body == ui._render(head, snaps, 0.0, True)
+    c = await _client(s)
+    try:
+        doc = await (await c.get("/history")).json()
+    finally:
+        await c.close()
+    assert [p["policy"] for p in doc["policies"]] == keys
+    assert doc["policies"][0]["metrics"][0]["values"][0] == 1.5

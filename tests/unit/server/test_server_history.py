@@ -269,3 +269,34 @@ def test_bad_store_lengths_are_refused(seconds: float) -> None:
 def test_bad_intervals_are_refused(interval: float) -> None:
     with pytest.raises(ValueError, match="interval"):
         PolicyHistory(seconds=10, interval=interval)
+
+
+def _history(ticks: list[int], capacity: int = 10) -> PolicyHistory:
+    h = PolicyHistory(seconds=capacity, interval=1.0)
+    h.set_columns(["m"], [1.0], ticks[0] if ticks else 0)
+    for t in ticks:
+        h.record(t, Point(values=(float(t),), ready=1, desired=1))
+    return h
+
+
+@pytest.mark.parametrize(
+    ("ticks", "now", "seconds", "first", "rendered"),
+    [
+        pytest.param([], 100.0, 10, None, 0, id="nothing-recorded"),
+        pytest.param([97, 98], 99.0, 10, 8, 2, id="young-buffer-first-point-late-in-window"),
+        pytest.param([90, 91, 92], 99.0, 4, None, 0, id="window-after-the-last-point"),
+        # ticks 10..19 fill the buffer; the window ends 5 ticks later: its slots after the
+        # head hold the points of 10 ticks before (stale), which do not count
+        pytest.param(list(range(10, 20)), 24.0, 10, 0, 10, id="stale-slots-after-head"),
+        pytest.param([50, 55], 56.0, 3, 2, 1, id="series-starts-at-the-first-point-present"),
+    ],
+)
+def test_first_point_present_and_rendered_points_match_render(
+    ticks: list[int], now: float, seconds: float, first: int | None, rendered: int
+) -> None:
+    """`first` (C-speed search of the flags) agrees with what `render` shows, and
+    `rendered_points` is the length of its lists (what decides a sliced render)."""
+    snap = _history(ticks).snapshot(KEY, now=now, seconds=seconds)
+    doc = snap.render()
+    assert snap.first() == first
+    assert snap.rendered_points == rendered == doc["points"]

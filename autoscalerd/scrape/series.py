@@ -112,16 +112,42 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
         values = tuple(map(float, tokens))
     except ValueError:
         return None
+    raws = tuple([p[0] for p in parts])
+    shape = _SHAPES.get(raws)
+    if shape is None or (shape[0] is not selector and shape[0] != selector):
+        shape = _shape(name, selector, raws)
+        if shape is None:
+            return None
+    keys, picked = shape[1], shape[2]
+    if picked is not None:
+        values = tuple([values[i] for i in picked])
+    total = sum(values)
+    if not math.isfinite(total):
+        return None  # NaN or ±Inf somewhere: the line-by-line path names it
+    ok = SelectResult(selector=selector, status=SelectStatus.OK, value=total, matched=len(keys))
+    return ok, (keys, values)
+
+
+_Shape = tuple[SeriesSelector, tuple[SeriesKey, ...], list[int] | None]
+_SHAPES: dict[tuple[str, ...], _Shape] = {}
+"""A block's lines cut before their value (`name{labels`) → the selector they were checked
+for, their label sets, and the indices of the matching ones (None: all). Pages of the same
+exporter list the same series scrape after scrape: their label sets are cut, checked for
+uniqueness and syntax, and matched once (bounded, `_SHAPES_MAX`)."""
+_SHAPES_MAX = 4096
+
+
+def _shape(name: str, selector: SeriesSelector, raws: tuple[str, ...]) -> _Shape | None:
+    """Check a block's label sets (distinct, parsable) and match them; None: the slow path."""
     skip = len(name) + 1
-    keys = tuple([p[0][skip:] for p in parts])
-    unique = set(keys)
-    if len(unique) != count:
+    keys = tuple([raw[skip:] for raw in raws])
+    if len(set(keys)) != len(keys):
         return None  # a repeated series: the slow path names the line
     known = _LABELS
-    if not unique <= known.keys():
-        for key in keys:
-            if _labels(name, key) is None:
-                return None
+    for key in keys:
+        if _labels(name, key) is None:
+            return None
+    picked: list[int] | None = None
     matchers = selector.matchers
     if matchers:
         picked = [
@@ -131,13 +157,12 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
         ]
         if not picked:
             return None
-        keys = tuple(keys[i] for i in picked)
-        values = tuple(values[i] for i in picked)
-    total = sum(values)
-    if not math.isfinite(total):
-        return None  # NaN or ±Inf somewhere: the line-by-line path names it
-    ok = SelectResult(selector=selector, status=SelectStatus.OK, value=total, matched=len(keys))
-    return ok, (keys, values)
+        keys = tuple([keys[i] for i in picked])
+    shape = (selector, keys, picked)
+    if len(_SHAPES) >= _SHAPES_MAX:
+        _SHAPES.clear()
+    _SHAPES[raws] = shape
+    return shape
 
 
 def _line_by_line(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series]:

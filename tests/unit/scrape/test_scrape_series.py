@@ -93,3 +93,29 @@ def test_matchers_pick_series_on_the_fast_path() -> None:
         (9.0, 2.0),
         11.0,
     )
+
+
+def test_a_remembered_block_shape_is_matched_per_selector() -> None:
+    """The same block read for several selectors, and again with new values: each selector
+    gets its own matches (the block's label sets are checked once, the matchers per
+    selector)."""
+    block = (
+        'ttft_seconds_bucket{model="a",le="0.1"} %s\nttft_seconds_bucket{model="b",le="0.1"} 2\n'
+    )
+    every = parse_selector("ttft_seconds_bucket")
+    only_b = parse_selector('ttft_seconds_bucket{model="b"}')
+    none = parse_selector('ttft_seconds_bucket{model="c"}')
+    for value in ("1", "3", "4"):
+        page = block % value
+        assert select_series(page, every)[1] == (
+            ('model="a",le="0.1"', 'model="b",le="0.1"'),
+            (float(value), 2.0),
+        )
+        assert select_series(page, only_b)[1] == (('model="b",le="0.1"',), (2.0,))
+        assert select_series(page, parse_selector('ttft_seconds_bucket{model="b"}'))[1] == (
+            ('model="b",le="0.1"',),
+            (2.0,),
+        )
+        assert select_series(page, none)[0].status is SelectStatus.ABSENT
+    bad = block % "NaN"
+    assert select_series(bad, every)[0].status is SelectStatus.INVALID_VALUE

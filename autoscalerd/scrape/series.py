@@ -94,15 +94,9 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
     last_end = text.find("\n", last)
     if last_end == -1:
         last_end = len(text)
-    lines = text[first:last_end].split("\n")
-    count = len(lines)
-    # Every line of the block starts with `name{`, and the name stands nowhere else in it.
-    if (
-        text.count(name + "{", first, last_end) != count
-        or text.count(name, first, last_end) != count
-        or text.find("#", first, last_end) != -1  # an exemplar (or a `#` in a value)
-    ):
+    if text.find("#", first, last_end) != -1:  # an exemplar (or a `#` in a value)
         return None
+    lines = text[first:last_end].split("\n")
     parts = [line.rpartition("} ") for line in lines]
     tokens = [p[2] for p in parts]
     joined = "\0".join(tokens)
@@ -139,7 +133,12 @@ _SHAPES_MAX = 4096
 
 def _shape(name: str, selector: SeriesSelector, raws: tuple[str, ...]) -> _Shape | None:
     """Check a block's label sets (distinct, parsable) and match them; None: the slow path."""
-    skip = len(name) + 1
+    # Every line of the block starts with `name{`, and the name stands nowhere else in its
+    # labels (checked here, once per shape: the page's values are only numbers).
+    start = name + "{"
+    if not all(raw.startswith(start) and raw.count(name) == 1 for raw in raws):
+        return None
+    skip = len(start)
     keys = tuple([raw[skip:] for raw in raws])
     if len(set(keys)) != len(keys):
         return None  # a repeated series: the slow path names the line

@@ -119,3 +119,23 @@ def test_a_remembered_block_shape_is_matched_per_selector() -> None:
         assert select_series(page, none)[0].status is SelectStatus.ABSENT
     bad = block % "NaN"
     assert select_series(bad, every)[0].status is SelectStatus.INVALID_VALUE
+
+
+@pytest.mark.parametrize(
+    ("page", "series"),
+    [
+        # The name inside a label value, an exponent that spells the name, another metric in
+        # the block: read line by line or checked once per block shape, the same series.
+        ('m{a="m"} 1\nm{a="n"} 2\n', (('a="m"', 'a="n"'), (1.0, 2.0))),
+        ('e{x="1"} 1e5\ne{x="2"} 2\n', (('x="1"', 'x="2"'), (1e5, 2.0))),
+        ('m{a="1"} 1\nmm{a="2"} 5\nm{a="2"} 2\n', (('a="1"', 'a="2"'), (1.0, 2.0))),
+        ('m{a="1"} 1\nm {a="2"} 2\n', (('a="1"', 'a="2"'), (1.0, 2.0))),
+    ],
+)
+def test_odd_blocks_read_right(
+    page: str, series: tuple[tuple[str, ...], tuple[float, ...]]
+) -> None:
+    metric = page.split("{", 1)[0]
+    for _ in range(2):  # the second time, from the remembered shape if any
+        result, got = select_series(page, parse_selector(metric))
+        assert result.status is SelectStatus.OK and got == series

@@ -20,6 +20,7 @@ catches them for gauges).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from autoscalerd.config.model import SeriesSelector
 from autoscalerd.scrape.parser import (
@@ -109,7 +110,7 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
     raws = tuple([p[0] for p in parts])
     shape = _SHAPES.get(raws)
     if shape is None or (shape[0] is not selector and shape[0] != selector):
-        shape = _shape(name, selector, raws)
+        shape = _shape_of(name, selector, raws)
         if shape is None:
             return None
     keys, picked = shape[1], shape[2]
@@ -124,11 +125,41 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
 
 _Shape = tuple[SeriesSelector, tuple[SeriesKey, ...], list[int] | None]
 _SHAPES: dict[tuple[str, ...], _Shape] = {}
-"""A block's lines cut before their value (`name{labels`) → the selector they were checked
-for, their label sets, and the indices of the matching ones (None: all). Pages of the same
-exporter list the same series scrape after scrape: their label sets are cut, checked for
-uniqueness and syntax, and matched once (bounded, `_SHAPES_MAX`)."""
-_SHAPES_MAX = 4096
+"""A block's lines cut before their value (`name{labels`) → the selector they were last
+checked for, their label sets, and the indices of the matching ones (None: all). Pages of the
+same exporter list the same series scrape after scrape: their label sets are cut, checked for
+uniqueness and syntax, and matched once (bounded: `_SHAPES_MAX_LINES` lines in all, as many as
+`_LABELS` holds label sets)."""
+_OTHER_SHAPES: dict[tuple[tuple[str, ...], SeriesSelector], _Shape | None] = {}
+"""The same for the other selectors read on a block (`model="a"` and `model="b"` on one
+page), so that they do not replace each other's shape on every page (bounded too)."""
+_SHAPES_MAX_LINES = 65536
+_shape_lines = [0, 0]
+"""Lines held by `_SHAPES` and by `_OTHER_SHAPES`."""
+
+
+def _remember(
+    cache: dict[Any, Any], which: int, key: Any, raws: tuple[str, ...], value: Any
+) -> None:
+    if key not in cache:
+        if _shape_lines[which] + len(raws) > _SHAPES_MAX_LINES:
+            cache.clear()
+            _shape_lines[which] = 0
+        _shape_lines[which] += len(raws)
+    cache[key] = value
+
+
+def _shape_of(name: str, selector: SeriesSelector, raws: tuple[str, ...]) -> _Shape | None:
+    """The block's shape for `selector`, from the second-level cache or checked now."""
+    other = (raws, selector)
+    if other in _OTHER_SHAPES:
+        shape = _OTHER_SHAPES[other]
+    else:
+        shape = _shape(name, selector, raws)
+        _remember(_OTHER_SHAPES, 1, other, raws, shape)
+    if shape is not None:
+        _remember(_SHAPES, 0, raws, raws, shape)
+    return shape
 
 
 def _shape(name: str, selector: SeriesSelector, raws: tuple[str, ...]) -> _Shape | None:
@@ -157,11 +188,7 @@ def _shape(name: str, selector: SeriesSelector, raws: tuple[str, ...]) -> _Shape
         if not picked:
             return None
         keys = tuple([keys[i] for i in picked])
-    shape = (selector, keys, picked)
-    if len(_SHAPES) >= _SHAPES_MAX:
-        _SHAPES.clear()
-    _SHAPES[raws] = shape
-    return shape
+    return (selector, keys, picked)
 
 
 def _line_by_line(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series]:

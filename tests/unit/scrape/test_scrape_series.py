@@ -139,3 +139,29 @@ def test_odd_blocks_read_right(
     for _ in range(2):  # the second time, from the remembered shape if any
         result, got = select_series(page, parse_selector(metric))
         assert result.status is SelectStatus.OK and got == series
+
+
+def test_block_shapes_are_bounded_and_alternating_selectors_keep_theirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autoscalerd.scrape import series as module
+
+    a = parse_selector('ttft_seconds_bucket{model="a"}')
+    b = parse_selector('ttft_seconds_bucket{model="b"}')
+    for value in range(3):
+        page = PAGE.replace("} 5", "} " + str(value))
+        assert select_series(page, a)[1] == (
+            ('model="a",le="0.1"', 'model="a",le="+Inf"'),
+            (value, 9.0),
+        )
+        assert select_series(page, b)[1] == (
+            ('model="b",le="0.1"', 'model="b",le="+Inf"'),
+            (1.0, 2.0),
+        )
+    monkeypatch.setattr(module, "_SHAPES_MAX_LINES", 2500)
+    every = parse_selector("m")
+    for i in range(8):  # blocks of 1,000 series, all distinct
+        page = "".join(f'm{{i="{i}",j="{j}"}} 1\n' for j in range(1000))
+        assert select_series(page, every)[0].value == 1000.0
+        assert sum(map(len, module._SHAPES)) <= module._SHAPES_MAX_LINES
+        assert sum(len(raws) for raws, _ in module._OTHER_SHAPES) <= module._SHAPES_MAX_LINES

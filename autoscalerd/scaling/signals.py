@@ -40,10 +40,11 @@ comprehensions per pod; a pod no longer counted is dropped at once.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import accumulate, repeat
 from operator import add, mul, sub
 
 from autoscalerd.config.model import Signal, SignalKind
@@ -89,9 +90,9 @@ class _Pod:
         self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float
     ) -> None:
         self.keys = keys
-        self.last = list(values)
-        self.cum = [0.0] * len(keys)
-        zeros = tuple(self.cum)
+        self.last: Sequence[float] = list(values)
+        zeros = (0.0,) * len(keys)
+        self.cum: Sequence[float] = zeros
         self.samples: deque[tuple[float, tuple[float, ...], float]] = deque(
             [(now, zeros, 0.0)], maxlen=_MAX_SAMPLES
         )
@@ -101,26 +102,28 @@ class _Pod:
             self.pending = {i: (v, now, head) for i, v in enumerate(values)}
 
     def add(self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float) -> None:
-        if keys != self.keys:
+        if keys is not self.keys and keys != self.keys:  # the same tuple, page after page
             self._rekey(now, keys, values, head)
         before = self.cum
         # C-level maps: this runs per pod per tick for every series (30 buckets × 10 pods).
         steps = list(map(sub, values, self.last))
         if steps and min(steps) < 0:  # a counter reset: the value is the increase since
             steps = [d if d >= 0 else v for d, v in zip(steps, values, strict=True)]
-        cum = list(map(add, before, steps))
+        cum = tuple(map(add, before, steps))
         if self.pending:
+            credited = list(cum)
             waiting = {}
             for i, (first, first_at, seconds) in self.pending.items():
                 if now > first_at:  # its second sample: credit what it counted before
-                    rate = (cum[i] - before[i]) / (now - first_at)
-                    cum[i] += max(0.0, min(first, rate * seconds))
+                    rate = (credited[i] - before[i]) / (now - first_at)
+                    credited[i] += max(0.0, min(first, rate * seconds))
                 else:  # it appeared on this very page
                     waiting[i] = (first, first_at, seconds)
             self.pending = waiting
+            cum = tuple(credited)
         self.cum = cum
-        self.last = list(values)
-        self.samples.append((now, tuple(cum), sum(cum)))
+        self.last = values if isinstance(values, tuple) else list(values)
+        self.samples.append((now, cum, sum(cum)))
 
     def _rekey(
         self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float
@@ -190,6 +193,7 @@ class SignalState:
         """The first tick's time: the window is not full before `first_at + window`."""
         self._last_at: float | None = None
         self._les: dict[tuple[str, ...], tuple[float | None, ...]] = {}
+        self._plans: dict[tuple[str, ...], tuple[list[int], list[float]] | None] = {}
 
     def pods_remembered(self) -> int:
         return len(self._pods)
@@ -260,13 +264,17 @@ class SignalState:
                 continue
             acc = by_keys.get(pod.keys)
             by_keys[pod.keys] = incs if acc is None else list(map(add, acc, incs))
+        if len(by_keys) == 1:  # the usual case: every pod lists the same series
+            ((keys, incs),) = by_keys.items()
+            plan = self._plan(keys)
+            if plan is not None:
+                order, bounds = plan
+                assert self.signal.quantile is not None
+                value = _bucket_quantile(self.signal.quantile, bounds, [incs[i] for i in order])
+                return self._quantile_result(value, bounds, answered, missing, joined)
         buckets: dict[float, float] = {}
         for keys, incs in by_keys.items():
-            les = self._les.get(keys)
-            if les is None:
-                if len(self._les) >= 1024:
-                    self._les.clear()
-                les = self._les[keys] = tuple(le_of(k) for k in keys)
+            les = self._le_values(keys)
             for le, inc in zip(les, incs, strict=True):
                 if le is None:
                     return SignalResult(
@@ -279,16 +287,47 @@ class SignalState:
                 buckets[le] = buckets.get(le, 0.0) + inc
         assert self.signal.quantile is not None
         value = histogram_quantile_of(self.signal.quantile, buckets.items())
+        return self._quantile_result(value, buckets, answered, missing, joined)
+
+    @staticmethod
+    def _quantile_result(
+        value: float | None, bounds: Container[float], answered: int, missing: int, joined: int
+    ) -> SignalResult:
         if value is None:
             why = (
                 'the buckets have no le="+Inf" series'
-                if math.inf not in buckets
+                if math.inf not in bounds
                 else "no observation in the window"
             )
             return SignalResult(
                 value=None, answered=answered, missing=missing, joined=joined, why=why
             )
         return SignalResult(value=value, answered=answered, missing=missing, joined=joined)
+
+    def _le_values(self, keys: tuple[str, ...]) -> tuple[float | None, ...]:
+        les = self._les.get(keys)
+        if les is None:
+            if len(self._les) >= 1024:
+                self._les.clear()
+                self._plans.clear()
+            les = self._les[keys] = tuple(le_of(k) for k in keys)
+        return les
+
+    def _plan(self, keys: tuple[str, ...]) -> tuple[list[int], list[float]] | None:
+        """For series whose `le`s are all numbers and distinct: the order that sorts them by
+        `le`, and the sorted `le`s (computed once per set of series); None otherwise (the
+        general path sums the series by `le`)."""
+        if keys in self._plans:
+            return self._plans[keys]
+        les = self._le_values(keys)
+        numbers = [le for le in les if le is not None and le == le]
+        plan = None
+        # No le, le="NaN" and equal les (several series per le) take the general path.
+        if len(numbers) == len(les) and len(set(numbers)) == len(numbers):
+            order = sorted(range(len(numbers)), key=numbers.__getitem__)
+            plan = (order, [numbers[i] for i in order])
+        self._plans[keys] = plan
+        return plan
 
 
 def le_of(labels: SeriesKey) -> float | None:
@@ -336,19 +375,26 @@ def histogram_quantile_of(q: float, buckets: Iterable[tuple[float, float]]) -> f
     for bound, count in buckets:
         merged[bound] = merged.get(bound, 0.0) + count
     ordered = sorted(merged.items())
-    if not ordered or ordered[-1][0] != math.inf or len(ordered) < 2:
+    return _bucket_quantile(q, [b for b, _ in ordered], [c for _, c in ordered])
+
+
+def _bucket_quantile(q: float, bounds: Sequence[float], counts: Sequence[float]) -> float | None:
+    """`histogram_quantile_of` on buckets sorted by their distinct bounds."""
+    if math.isnan(q):
         return None
-    bounds = [b for b, _ in ordered]
-    counts: list[float] = []
-    running = 0.0
-    for _, count in ordered:
-        running = max(running, count)  # ensureMonotonic
-        counts.append(running)
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    if not bounds or bounds[-1] != math.inf or len(bounds) < 2:
+        return None
+    counts = list(accumulate(counts, max, initial=0.0))[1:]  # ensureMonotonic
     observations = counts[-1]
     if observations == 0:
         return None
     rank = q * observations
-    b = next(i for i in range(len(counts)) if i == len(counts) - 1 or counts[i] >= rank)
+    # The first bucket holding the rank (counts are sorted now); a NaN rank (0 × ∞) none.
+    b = min(bisect_left(counts, rank), len(counts) - 1) if rank == rank else len(counts) - 1
     if b == len(counts) - 1:
         return bounds[-2]
     if b == 0 and bounds[0] <= 0:

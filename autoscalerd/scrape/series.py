@@ -20,6 +20,7 @@ catches them for gauges).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from autoscalerd.config.model import SeriesSelector
 from autoscalerd.scrape.parser import (
@@ -94,15 +95,9 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
     last_end = text.find("\n", last)
     if last_end == -1:
         last_end = len(text)
-    lines = text[first:last_end].split("\n")
-    count = len(lines)
-    # Every line of the block starts with `name{`, and the name stands nowhere else in it.
-    if (
-        text.count(name + "{", first, last_end) != count
-        or text.count(name, first, last_end) != count
-        or text.find("#", first, last_end) != -1  # an exemplar (or a `#` in a value)
-    ):
+    if text.find("#", first, last_end) != -1:  # an exemplar (or a `#` in a value)
         return None
+    lines = text[first:last_end].split("\n")
     parts = [line.rpartition("} ") for line in lines]
     tokens = [p[2] for p in parts]
     joined = "\0".join(tokens)
@@ -112,16 +107,77 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
         values = tuple(map(float, tokens))
     except ValueError:
         return None
-    skip = len(name) + 1
-    keys = tuple([p[0][skip:] for p in parts])
-    unique = set(keys)
-    if len(unique) != count:
+    raws = tuple([p[0] for p in parts])
+    shape = _SHAPES.get(raws)
+    if shape is None or (shape[0] is not selector and shape[0] != selector):
+        shape = _shape_of(name, selector, raws)
+        if shape is None:
+            return None
+    keys, picked = shape[1], shape[2]
+    if picked is not None:
+        values = tuple([values[i] for i in picked])
+    total = sum(values)
+    if not math.isfinite(total):
+        return None  # NaN or ±Inf somewhere: the line-by-line path names it
+    ok = SelectResult(selector=selector, status=SelectStatus.OK, value=total, matched=len(keys))
+    return ok, (keys, values)
+
+
+_Shape = tuple[SeriesSelector, tuple[SeriesKey, ...], list[int] | None]
+_SHAPES: dict[tuple[str, ...], _Shape] = {}
+"""A block's lines cut before their value (`name{labels`) → the selector they were last
+checked for, their label sets, and the indices of the matching ones (None: all). Pages of the
+same exporter list the same series scrape after scrape: their label sets are cut, checked for
+uniqueness and syntax, and matched once (bounded: `_SHAPES_MAX_LINES` lines in all, as many as
+`_LABELS` holds label sets)."""
+_OTHER_SHAPES: dict[tuple[tuple[str, ...], SeriesSelector], _Shape | None] = {}
+"""The same for the other selectors read on a block (`model="a"` and `model="b"` on one
+page), so that they do not replace each other's shape on every page (bounded too)."""
+_SHAPES_MAX_LINES = 65536
+_shape_lines = [0, 0]
+"""Lines held by `_SHAPES` and by `_OTHER_SHAPES`."""
+
+
+def _remember(
+    cache: dict[Any, Any], which: int, key: Any, raws: tuple[str, ...], value: Any
+) -> None:
+    if key not in cache:
+        if _shape_lines[which] + len(raws) > _SHAPES_MAX_LINES:
+            cache.clear()
+            _shape_lines[which] = 0
+        _shape_lines[which] += len(raws)
+    cache[key] = value
+
+
+def _shape_of(name: str, selector: SeriesSelector, raws: tuple[str, ...]) -> _Shape | None:
+    """The block's shape for `selector`, from the second-level cache or checked now."""
+    other = (raws, selector)
+    if other in _OTHER_SHAPES:
+        shape = _OTHER_SHAPES[other]
+    else:
+        shape = _shape(name, selector, raws)
+        _remember(_OTHER_SHAPES, 1, other, raws, shape)
+    if shape is not None:
+        _remember(_SHAPES, 0, raws, raws, shape)
+    return shape
+
+
+def _shape(name: str, selector: SeriesSelector, raws: tuple[str, ...]) -> _Shape | None:
+    """Check a block's label sets (distinct, parsable) and match them; None: the slow path."""
+    # Every line of the block starts with `name{`, and the name stands nowhere else in its
+    # labels (checked here, once per shape: the page's values are only numbers).
+    start = name + "{"
+    if not all(raw.startswith(start) and raw.count(name) == 1 for raw in raws):
+        return None
+    skip = len(start)
+    keys = tuple([raw[skip:] for raw in raws])
+    if len(set(keys)) != len(keys):
         return None  # a repeated series: the slow path names the line
     known = _LABELS
-    if not unique <= known.keys():
-        for key in keys:
-            if _labels(name, key) is None:
-                return None
+    for key in keys:
+        if _labels(name, key) is None:
+            return None
+    picked: list[int] | None = None
     matchers = selector.matchers
     if matchers:
         picked = [
@@ -131,13 +187,8 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
         ]
         if not picked:
             return None
-        keys = tuple(keys[i] for i in picked)
-        values = tuple(values[i] for i in picked)
-    total = sum(values)
-    if not math.isfinite(total):
-        return None  # NaN or ±Inf somewhere: the line-by-line path names it
-    ok = SelectResult(selector=selector, status=SelectStatus.OK, value=total, matched=len(keys))
-    return ok, (keys, values)
+        keys = tuple([keys[i] for i in picked])
+    return (selector, keys, picked)
 
 
 def _line_by_line(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series]:

@@ -93,3 +93,75 @@ def test_matchers_pick_series_on_the_fast_path() -> None:
         (9.0, 2.0),
         11.0,
     )
+
+
+def test_a_remembered_block_shape_is_matched_per_selector() -> None:
+    """The same block read for several selectors, and again with new values: each selector
+    gets its own matches (the block's label sets are checked once, the matchers per
+    selector)."""
+    block = (
+        'ttft_seconds_bucket{model="a",le="0.1"} %s\nttft_seconds_bucket{model="b",le="0.1"} 2\n'
+    )
+    every = parse_selector("ttft_seconds_bucket")
+    only_b = parse_selector('ttft_seconds_bucket{model="b"}')
+    none = parse_selector('ttft_seconds_bucket{model="c"}')
+    for value in ("1", "3", "4"):
+        page = block % value
+        assert select_series(page, every)[1] == (
+            ('model="a",le="0.1"', 'model="b",le="0.1"'),
+            (float(value), 2.0),
+        )
+        assert select_series(page, only_b)[1] == (('model="b",le="0.1"',), (2.0,))
+        assert select_series(page, parse_selector('ttft_seconds_bucket{model="b"}'))[1] == (
+            ('model="b",le="0.1"',),
+            (2.0,),
+        )
+        assert select_series(page, none)[0].status is SelectStatus.ABSENT
+    bad = block % "NaN"
+    assert select_series(bad, every)[0].status is SelectStatus.INVALID_VALUE
+
+
+@pytest.mark.parametrize(
+    ("page", "series"),
+    [
+        # The name inside a label value, an exponent that spells the name, another metric in
+        # the block: read line by line or checked once per block shape, the same series.
+        ('m{a="m"} 1\nm{a="n"} 2\n', (('a="m"', 'a="n"'), (1.0, 2.0))),
+        ('e{x="1"} 1e5\ne{x="2"} 2\n', (('x="1"', 'x="2"'), (1e5, 2.0))),
+        ('m{a="1"} 1\nmm{a="2"} 5\nm{a="2"} 2\n', (('a="1"', 'a="2"'), (1.0, 2.0))),
+        ('m{a="1"} 1\nm {a="2"} 2\n', (('a="1"', 'a="2"'), (1.0, 2.0))),
+    ],
+)
+def test_odd_blocks_read_right(
+    page: str, series: tuple[tuple[str, ...], tuple[float, ...]]
+) -> None:
+    metric = page.split("{", 1)[0]
+    for _ in range(2):  # the second time, from the remembered shape if any
+        result, got = select_series(page, parse_selector(metric))
+        assert result.status is SelectStatus.OK and got == series
+
+
+def test_block_shapes_are_bounded_and_alternating_selectors_keep_theirs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from autoscalerd.scrape import series as module
+
+    a = parse_selector('ttft_seconds_bucket{model="a"}')
+    b = parse_selector('ttft_seconds_bucket{model="b"}')
+    for value in range(3):
+        page = PAGE.replace("} 5", "} " + str(value))
+        assert select_series(page, a)[1] == (
+            ('model="a",le="0.1"', 'model="a",le="+Inf"'),
+            (value, 9.0),
+        )
+        assert select_series(page, b)[1] == (
+            ('model="b",le="0.1"', 'model="b",le="+Inf"'),
+            (1.0, 2.0),
+        )
+    monkeypatch.setattr(module, "_SHAPES_MAX_LINES", 2500)
+    every = parse_selector("m")
+    for i in range(8):  # blocks of 1,000 series, all distinct
+        page = "".join(f'm{{i="{i}",j="{j}"}} 1\n' for j in range(1000))
+        assert select_series(page, every)[0].value == 1000.0
+        assert sum(map(len, module._SHAPES)) <= module._SHAPES_MAX_LINES
+        assert sum(len(raws) for raws, _ in module._OTHER_SHAPES) <= module._SHAPES_MAX_LINES

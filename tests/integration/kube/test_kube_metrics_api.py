@@ -12,6 +12,7 @@ from waiting import wait_for
 
 from autoscalerd.kube import KubeClient
 from autoscalerd.kube.errors import KubeForbidden, KubeNotFound, KubeUnavailable
+from autoscalerd.kube.metrics_api import PodUsage
 from autoscalerd.sandbox import Sandbox
 
 
@@ -23,11 +24,12 @@ async def test_pod_metrics_sums_containers_in_aibrix_units(sb: Sandbox, kc: Kube
     await sb.add_deployment("default", "web", replicas=2, requests={"cpu": "250m"})
     sb.set_load("default", "web", "cpu", 600)  # 300m per pod
     sb.set_load("default", "web", "memory", 2 * 64 * 2**20)
-    usage = await wait_for(
-        lambda: kc.pod_metrics("default", now=asyncio.get_running_loop().time(), max_age=0),
-        what="pods have metrics",
-    )
-    assert len(usage) == 2
+
+    async def both_pods() -> dict[str, PodUsage] | None:
+        usage = await kc.pod_metrics("default", now=asyncio.get_running_loop().time(), max_age=0)
+        return dict(usage) if len(usage) == 2 else None  # a pod has metrics 1 s after Ready
+
+    usage = await wait_for(both_pods, what="both pods have metrics")
     for u in usage.values():
         assert u.cpu_millis == pytest.approx(300.0)
         assert u.memory_bytes == 64 * 2**20

@@ -335,35 +335,53 @@ class LeaderElector:
             self._observed_at = asyncio.get_running_loop().time()
 
     async def _release(self) -> None:
+        """Give the lease up (holder "", 1 s duration) so a follower takes it at once.
+
+        A renewal cancelled by the shutdown may still have reached the server, leaving our
+        copy one resourceVersion behind: on 409 the lease is read again and, if it is still
+        ours, released from the fresh copy (once)."""
         lease = self._lease
-        if lease is None:
-            return
-        spec = dict(lease.get("spec") or {})
-        if spec.get("holderIdentity") != self.identity:
-            return
-        now = micro_time()
-        spec.update(
-            {
-                "holderIdentity": "",
-                "leaseDurationSeconds": 1,
-                "renewTime": now,
-                "acquireTime": now,
-            }
-        )
-        body = dict(lease)
-        body["spec"] = spec
-        timeout = min(self._t.api_timeout, self.settings.renew_deadline_seconds)
-        try:
-            await self._t.call(
-                self._op("update"),
-                self._t.coordination.replace_namespaced_lease,
-                self.name,
-                self.namespace,
-                body,
-                timeout=timeout,
-            )
-            log.info("lease released", lease=f"{self.namespace}/{self.name}")
-        except KubeError as exc:
-            # 409: someone wrote the lease since our last renew, so it is no longer ours.
-            log.warning("could not release lease", error=str(exc))
         self._lease = None
+        timeout = min(self._t.api_timeout, self.settings.renew_deadline_seconds)
+        for attempt in range(2):
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            try:
+                await self._t.call(
+                    self._op("update"),
+                    self._t.coordination.replace_namespaced_lease,
+                    self.name,
+                    self.namespace,
+                    _released(lease),
+                    timeout=timeout,
+                )
+                log.info("lease released", lease=f"{self.namespace}/{self.name}")
+                return
+            except KubeConflict as exc:
+                if attempt:
+                    log.warning("could not release lease", error=str(exc))
+                    return
+                try:  # who holds it now? (our own late renewal, or someone else)
+                    lease = await self._t.call(
+                        self._op("get"),
+                        self._t.coordination.read_namespaced_lease,
+                        self.name,
+                        self.namespace,
+                        timeout=timeout,
+                    )
+                except KubeError as read_exc:
+                    log.warning("could not release lease", error=str(read_exc))
+                    return
+            except KubeError as exc:
+                log.warning("could not release lease", error=str(exc))
+                return
+
+
+def _released(lease: JSON) -> JSON:
+    """`lease` given up: no holder, a 1 s duration, renewed and acquired now."""
+    now = micro_time()
+    spec = dict(lease.get("spec") or {})
+    spec.update(
+        {"holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": now, "acquireTime": now}
+    )
+    return {**lease, "spec": spec}

@@ -173,6 +173,23 @@ async def test_leader_sees_another_holder_and_steps_down(sb: Sandbox, kc: KubeCl
     )
 
 
+async def test_release_after_a_renewal_that_landed_late(sb: Sandbox, kc: KubeClient) -> None:
+    """A renewal cancelled by the shutdown may still have been applied: the elector's copy of
+    the lease is then one resourceVersion behind, and its release must not give up on 409."""
+    a = kc.leader_elector(FAST, identity="pod-a")
+    a.start()
+    assert await a.wait_leading(3)
+    lease = sb.lease("ops", "autoscalerd")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "pod-a"
+    lease["spec"]["renewTime"] = "2030-01-01T00:00:00.000000Z"  # our own late renewal
+    sb.store.replace(LEASES, lease)
+    await a.stop()
+    released = sb.lease("ops", "autoscalerd")
+    assert released is not None
+    assert released["spec"]["holderIdentity"] == "", released["spec"]
+    assert released["spec"]["leaseDurationSeconds"] == 1
+
+
 async def test_default_namespace_and_identity(sb: Sandbox, kc: KubeClient) -> None:
     e = kc.leader_elector(
         LeaderElection(

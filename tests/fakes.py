@@ -28,7 +28,7 @@ from autoscalerd.kube.errors import KubeConflict, KubeError, KubeTooManyRequests
 from autoscalerd.kube.metrics_api import PodUsage
 from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
-from autoscalerd.scrape.client import ScrapeOutcome, ScrapeTarget
+from autoscalerd.scrape.client import ScrapeOutcome, ScrapeStats, ScrapeTarget
 from autoscalerd.scrape.errors import ScrapeError, ScrapeErrorKind
 
 __all__ = [
@@ -452,6 +452,7 @@ class FakeScraper:
         self.calls: list[tuple[list[ScrapeTarget], float]] = []
         self.during: Callable[[], Awaitable[None]] | None = None
         self.closed = False
+        self.stats = ScrapeStats()
 
     def set(self, metric: str, **values: float | ScrapeError | tuple[Any, ...]) -> None:
         """`set("requests", web_0=10, web_1=scrape_error())`: pod names with `_` for `-`."""

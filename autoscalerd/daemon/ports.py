@@ -23,7 +23,7 @@ from autoscalerd.kube.events import EventType
 from autoscalerd.kube.metrics_api import PodUsage
 from autoscalerd.kube.pods import PodInfo
 from autoscalerd.kube.scale import ScaleInfo
-from autoscalerd.scrape.client import ScrapeOutcome, ScrapeTarget
+from autoscalerd.scrape.client import ScrapeOutcome, ScrapeStats, ScrapeTarget
 
 __all__ = [
     "LOOP_CLOCK",
@@ -253,6 +253,9 @@ class Cluster(Kube, Protocol):
 
 class Scrape(Protocol):
     """Scrapes pods' metric endpoints (`scrape.client.Scraper`)."""
+
+    stats: ScrapeStats
+    """Requests, connections opened and late answers since this scraper started."""
 
     async def scrape(
         self, targets: Sequence[ScrapeTarget], *, timeout: float

@@ -40,7 +40,7 @@ from autoscalerd.daemon.status_writer import StatusWriter
 from autoscalerd.kube.client import connect
 from autoscalerd.kube.errors import KubeError
 from autoscalerd.logconfig import configure_logging
-from autoscalerd.scrape.client import Scraper
+from autoscalerd.scrape.client import Scraper, ScrapeStats
 from autoscalerd.scrape.prometheus_query import PrometheusQuery
 from autoscalerd.server.app import HttpServer, parse_listen
 from autoscalerd.server.history import HistoryStore
@@ -142,6 +142,10 @@ class Supervisor:
         self.options = options
         self.config = config
         self.metrics = DaemonMetrics()
+        self._closing_scrapers: list[Scrape] = []
+        self._retired_stats = ScrapeStats()
+        """What the scrapers replaced by reloads counted before they closed."""
+        self.metrics.observe_connections(self._connection_totals)
         self.notifier: SystemdNotify = Notifier() if notifier is None else notifier
         self.clock = clock
         self._connect_kube = connect_kube
@@ -162,6 +166,17 @@ class Supervisor:
         self.history = HistoryStore(options.history_seconds) if options.history_seconds else None
         self.cluster_policies: ClusterPolicies | None = None
         """Issue 14 (`--podautoscalers`): the policies of PodAutoscaler objects."""
+
+    def _connection_totals(self) -> tuple[int, int, int]:
+        """`autoscalerd_scrape_connections` and `_late_answers`, over every scraper so far."""
+        stats = [self._retired_stats, *(s.stats for s in self._closing_scrapers)]
+        if self.ctx is not None:
+            stats.append(self.ctx.scraper.stats)
+        return (
+            sum(s.connections_created for s in stats),
+            sum(s.late_kept for s in stats),
+            sum(s.late_dropped for s in stats),
+        )
 
     # -- StatusSource for the HTTP server ---------------------------------------------------
 
@@ -451,9 +466,18 @@ class Supervisor:
     def _spawn_close_later(self, scraper: Scrape) -> None:
         """Close the replaced scraper once the ticks that may still use it are over."""
 
+        self._closing_scrapers.append(scraper)
+
         async def close_later() -> None:
-            await self.clock.sleep(self.config.daemon.scrape_interval_seconds * 2)
-            await scraper.close()
+            try:
+                await self.clock.sleep(self.config.daemon.scrape_interval_seconds * 2)
+                await scraper.close()
+            finally:
+                self._closing_scrapers.remove(scraper)
+                retired, stats = self._retired_stats, scraper.stats
+                retired.connections_created += stats.connections_created
+                retired.late_kept += stats.late_kept
+                retired.late_dropped += stats.late_dropped
 
         task = asyncio.get_running_loop().create_task(close_later())
         self._background.add(task)

@@ -15,7 +15,11 @@ One `Scraper` serves the whole daemon. Design points, each for a measured reason
   then evaluated on the one body.
 - **Limits on everything.** One deadline per call (the caller's, below the scrape interval; a
   single timer) covers the wait for a slot, connect, TLS, headers and body;
-  `DaemonConfig.max_concurrent_scrapes` bounds requests in flight; the body is abandoned past
+  `DaemonConfig.max_concurrent_scrapes` bounds requests in flight. A fetch past the deadline
+  is reported as a timeout at once, but its connection is not thrown away: the late answer
+  (or handshake) gets one more timeout to complete, read and dropped, and the connection goes
+  back to the pool (`HTTP11Client.cancel_many`'s grace), so a moment of slowness does not
+  turn into a TLS handshake per late pod on the next round. The body is abandoned past
   `DaemonConfig.body_size_limit_bytes`, counted *after* gzip decompression; and what all
   responses together buffer past 1 MiB each comes from one `BodyBudget`
   (`DaemonConfig.body_budget_bytes`): a response that cannot reserve fails at once. A large
@@ -146,6 +150,10 @@ class ScrapeStats:
 
     requests: int = 0
     connections_created: int = 0
+    late_kept: int = 0
+    """Scrapes past their deadline whose answer came within the grace: connection kept."""
+    late_dropped: int = 0
+    """Scrapes past their deadline that failed or ran out of the grace: connection closed."""
 
     @property
     def connections_reused(self) -> int:
@@ -346,7 +354,8 @@ class Scraper:
         """The deadline passed (or the caller was cancelled): give up on what is still out."""
         unfinished = [i for i, page in enumerate(scrape_round.pages) if page is None]
         self._http.cancel_many(
-            scrape_round.requests[i] for i in unfinished if i in scrape_round.requests
+            (scrape_round.requests[i] for i in unfinished if i in scrape_round.requests),
+            grace=scrape_round.timeout,
         )
         tasks = [scrape_round.tasks[i] for i in unfinished if i in scrape_round.tasks]
         for task in tasks:

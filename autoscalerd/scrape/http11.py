@@ -17,9 +17,17 @@ Design:
   right away (or queues it while `max_in_flight` requests are out) and the protocol's
   `data_received` feeds `ResponseParser`; completion is a plain callback (`Request.on_done`).
   A task exists only while a new connection is opened (TCP connect + TLS handshake).
-- **No timers.** The caller owns the deadline (the scraper uses one `call_at` per round) and
-  calls `cancel_many()` for the requests still out; their connections are aborted, because a
-  connection with an unanswered request cannot be reused.
+- **No timers per request.** The caller owns the deadline (the scraper uses one `call_at` per
+  round) and calls `cancel_many()` for the requests still out. Without a grace period their
+  connections are aborted, because a connection with an unanswered request cannot be reused.
+- **Late answers keep their connection.** With `cancel_many(..., grace=G)` a request given up
+  is *drained* instead: its late response is still read (and dropped) for up to G seconds,
+  and a handshake still under way is let finish, after which the connection goes back to the
+  pool. Aborting at the deadline turned a server that was slow for a moment (or a daemon
+  starved of CPU) into a new TCP connection and TLS handshake per late scrape on the next
+  round, on both sides: more CPU, more late scrapes, a spiral. A drain holds no concurrency
+  slot; at most `max_in_flight` run at once (past that, abort as before) and one timer per
+  batch aborts those still out when their grace ends.
 - **Stale connections.** A server may close an idle kept-alive connection at any time. Closes
   seen while idle drop the connection from the pool; one that races with our request (the
   request went out on a reused connection and the connection failed before any response
@@ -124,14 +132,20 @@ class _State(enum.Enum):
     QUEUED = 1
     CONNECTING = 2
     SENT = 3
-    DONE = 4
+    DRAINING = 4
+    DONE = 5
 
 
 class Counters(Protocol):
-    """Where the client counts requests sent and connections opened (e.g. `ScrapeStats`)."""
+    """Where the client counts requests sent, connections opened and drains (`ScrapeStats`)."""
 
     requests: int
     connections_created: int
+    late_kept: int
+    """Requests given up with a grace whose late answer (or handshake) completed in it: their
+    connection went back to the pool."""
+    late_dropped: int
+    """Requests given up with a grace that still failed or ran out of it: connection closed."""
 
 
 class Request:
@@ -195,7 +209,8 @@ class Request:
 
     @property
     def finished(self) -> bool:
-        return self._state is _State.DONE
+        """Complete, failed or given up: `on_done` has been called or never will be."""
+        return self._state is _State.DONE or self._state is _State.DRAINING
 
 
 class HTTP11Client:
@@ -215,6 +230,9 @@ class HTTP11Client:
         self._queue: deque[Request] = deque()
         self._active = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._draining: dict[Request, float] = {}
+        """Requests given up with a grace, and the loop time their grace ends."""
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.recv_view = memoryview(bytearray(RECV_BUFFER_BYTES))
         self.plain_view = memoryview(bytearray(PLAIN_BUFFER_BYTES))
@@ -230,6 +248,11 @@ class HTTP11Client:
     @property
     def open_connections(self) -> int:
         return len(self._conns)
+
+    @property
+    def draining(self) -> int:
+        """Requests given up whose late answer or handshake is still awaited."""
+        return len(self._draining)
 
     # -- submit / complete --------------------------------------------------------------------
 
@@ -313,6 +336,15 @@ class HTTP11Client:
             self.finish(request, exc)
             return
         request._task = None
+        if request._state is _State.DRAINING:
+            # Given up while connecting: the handshake is paid for, keep the connection.
+            if self._closed or conn.closed:
+                conn.abort()
+                self._end_drain(request, kept=False)
+            else:
+                self.put_idle(conn)
+                self._end_drain(request, kept=True)
+            return
         if request._state is not _State.CONNECTING or self._closed or conn.closed:
             conn.abort()
             if request._state is _State.CONNECTING:
@@ -327,6 +359,14 @@ class HTTP11Client:
 
     def finish(self, request: Request, exc: BaseException | None) -> None:
         if request._state is _State.DONE:
+            return
+        if request._state is _State.DRAINING:
+            # A late answer: read to its end (the connection went back to the pool if it
+            # allows keep-alive) or failed; nobody waits for it any more.
+            if exc is not None:
+                _drop_tracebacks(exc)
+            conn = request._conn
+            self._end_drain(request, kept=exc is None and conn is not None and not conn.closed)
             return
         if (
             exc is not None
@@ -374,32 +414,74 @@ class HTTP11Client:
             if request._state is _State.QUEUED:
                 self._start(request)
 
-    def cancel_many(self, requests: Iterable[Request]) -> None:
+    def cancel_many(self, requests: Iterable[Request], *, grace: float = 0.0) -> None:
         """Give up on requests (the caller's deadline passed); `on_done` is not called for them.
 
-        Queued ones are dropped, connecting ones cancelled, sent ones have their connection
-        aborted (it carries an unanswered request, so it can't be reused).
+        Queued ones are dropped. With `grace` > 0, connecting and sent ones are drained (see
+        the module docstring): a handshake under way may finish and a response under way is
+        read to its end for up to `grace` seconds, then the connection goes back to the pool.
+        Otherwise (no grace, or `max_in_flight` drains already running) connecting ones are
+        cancelled and sent ones have their connection aborted.
         """
         requests = list(requests)
         active = [r for r in requests if r._state in (_State.CONNECTING, _State.SENT)]
         for request in requests:
             if request._state is _State.QUEUED:
                 request._state = _State.DONE
+        until = 0.0
+        if grace > 0 and active and not self._closed:
+            until = asyncio.get_running_loop().time() + grace
         for request in active:
-            if request._state is _State.CONNECTING and request._task is not None:
-                request._task.cancel()
-                request._task = None
-            elif request._state is _State.SENT and request._conn is not None:
-                conn = request._conn
-                conn.request = None
-                conn.abort()
-            if request.parser is not None:
-                _release(request.parser)
-            request._state = _State.DONE
-            request._conn = None
             self._active -= 1
+            if until and len(self._draining) < self._max:
+                if request.parser is not None:
+                    request.parser.drain()
+                request._state = _State.DRAINING
+                self._draining[request] = until
+                continue
+            self._abort(request)
+        if until and self._drain_timer is None and self._draining:
+            self._drain_timer = asyncio.get_running_loop().call_at(until, self._sweep_drains)
         if self._queue:
             self._pump()
+
+    def _abort(self, request: Request) -> None:
+        """End a connecting or sent request now (its connection can't be reused)."""
+        if request._task is not None:
+            request._task.cancel()  # still connecting
+            request._task = None
+        elif request._conn is not None:
+            conn = request._conn
+            conn.request = None
+            conn.abort()
+        if request.parser is not None:
+            _release(request.parser)
+        request._state = _State.DONE
+        request._conn = None
+
+    def _end_drain(self, request: Request, *, kept: bool) -> None:
+        self._draining.pop(request, None)
+        request._state = _State.DONE
+        request._conn = None
+        if request.parser is not None:
+            _release(request.parser)
+        if kept:
+            self._counters.late_kept += 1
+        else:
+            self._counters.late_dropped += 1
+
+    def _sweep_drains(self) -> None:
+        """The timer of the oldest drain: abort the drains whose grace ended."""
+        self._drain_timer = None
+        now = asyncio.get_running_loop().time()
+        for request, until in list(self._draining.items()):
+            if until <= now and request._state is _State.DRAINING:
+                self._abort(request)
+                self._end_drain(request, kept=False)
+        if self._draining and not self._closed:
+            self._drain_timer = asyncio.get_running_loop().call_at(
+                min(self._draining.values()), self._sweep_drains
+            )
 
     # -- pool (and the rest of ConnectionOwner, what its connections call) ----------------
 
@@ -438,6 +520,9 @@ class HTTP11Client:
         if self._closed:
             return
         self._closed = True
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         pending = list(self._queue)
         self._queue.clear()
         for request in pending:

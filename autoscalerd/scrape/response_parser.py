@@ -259,6 +259,16 @@ class ResponseParser:
         self._decomp = None
         self.body = b""
 
+    def drain(self) -> None:
+        """Nobody wants this response any more, but its connection is kept if it ends in time:
+        read it to its end keeping nothing. Buffers go now, with the budget's reservation; the
+        body is no longer decompressed, and its bytes are counted against the limit only."""
+        self.discard()
+        self.release_budget()
+        self._chunks = _Discard()
+        self._budget = None
+        self._cap = self._limit
+
     def release_budget(self) -> None:
         """Give the body budget back what this response reserved (a no-op once done)."""
         reserved = self.reserved
@@ -503,6 +513,15 @@ class ResponseParser:
         self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
         self.done = True
+
+
+class _Discard(list[bytes]):
+    """The body's chunk list of a drained response: what is added is dropped."""
+
+    __slots__ = ()
+
+    def append(self, item: bytes, /) -> None:
+        pass
 
 
 HEAD_CACHE_SIZE = 256

@@ -6,11 +6,13 @@ global default registry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["DaemonMetrics"]
 
@@ -116,6 +118,12 @@ class DaemonMetrics:
             registry=r,
         )
 
+    def observe_connections(self, totals: Callable[[], tuple[int, int, int]]) -> None:
+        """Export the scraper's connection counters: `totals()` gives (connections opened,
+        late answers whose connection was kept, late scrapes whose connection was closed),
+        read when /metrics is scraped."""
+        self.registry.register(_ConnectionCollector(totals))
+
     def policy_started(
         self, namespace: str, name: str, sources: Iterable[Any], wall_now: float
     ) -> None:
@@ -148,3 +156,30 @@ class DaemonMetrics:
             for labels in list(labelled._metrics):  # no public API to list children
                 if labels[:2] == (namespace, name):
                     labelled.remove(*labels)
+
+
+class _ConnectionCollector(Collector):
+    """Counters the scraper keeps itself (plain ints on its hot path), read at collection."""
+
+    def __init__(self, totals: Callable[[], tuple[int, int, int]]) -> None:
+        self._totals = totals
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        opened, kept, closed = self._totals()
+        yield CounterMetricFamily(
+            "autoscalerd_scrape_connections",
+            "Connections opened to metric endpoints: each a TCP connect and, over https, a TLS "
+            "handshake. Flat in steady state (connections are kept alive); a steady rise "
+            "means endpoints close them or scrapes keep failing.",
+            value=opened,
+        )
+        late = CounterMetricFamily(
+            "autoscalerd_scrape_late_answers",
+            "Scrapes past their deadline (counted as timeouts) by what became of their "
+            "connection: kept (the answer came within one more timeout, read and dropped) or "
+            "closed.",
+            labels=["connection"],
+        )
+        late.add_metric(["kept"], kept)
+        late.add_metric(["closed"], closed)
+        yield late

@@ -160,6 +160,8 @@ async def fetch(client: HTTP11Client, port: int, limit: int = 1 << 20) -> Reques
 class Counters:
     requests: int = 0
     connections_created: int = 0
+    late_kept: int = 0
+    late_dropped: int = 0
 
 
 async def test_chunked_split_at_every_boundary() -> None:

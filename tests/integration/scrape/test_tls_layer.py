@@ -422,6 +422,8 @@ async def test_min_version_refused_by_an_older_server(certs: Certs) -> None:
 class _Counters:
     requests = 0
     connections_created = 0
+    late_kept = 0
+    late_dropped = 0
 
 
 async def test_kept_alive_tls_connections_hold_no_python_buffers(certs: Certs) -> None:

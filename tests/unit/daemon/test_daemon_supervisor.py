@@ -228,6 +228,7 @@ async def test_new_daemon_settings_replace_the_scraper_and_close_the_old_one_lat
 ) -> None:
     running = await start()
     old = running.scrapers[0]
+    old.stats.connections_created, old.stats.late_kept, old.stats.late_dropped = 5, 2, 1
     running.path.write_text(DAEMON_CONFIG.format("2s") + "---\n" + policy("web"))
     running.sup.request_reload()
     await wait_for(lambda: reloads(running, "ok") == 1)
@@ -235,8 +236,24 @@ async def test_new_daemon_settings_replace_the_scraper_and_close_the_old_one_lat
     assert running.sup.ctx is not None and running.sup.ctx.scraper is running.scrapers[1]
     assert running.sup.ctx.daemon.scrape_interval_seconds == 2.0
     assert not old.closed, "ticks in flight may still use it"
+    running.scrapers[1].stats.connections_created = 1
+    counted = (6.0, 2.0, 1.0)
+    assert connection_counters(running) == counted, "the old scraper's counts go on counting"
     running.clock.advance(2 * 2.0)
     await wait_for(lambda: old.closed)
+    assert connection_counters(running) == counted, "and stay after it closed"
+
+
+def connection_counters(running: Running) -> tuple[float | None, ...]:
+    """`autoscalerd_scrape_connections_total` and `_late_answers_total` (kept, closed)."""
+    registry = running.sup.metrics.registry
+    return (
+        registry.get_sample_value("autoscalerd_scrape_connections_total"),
+        registry.get_sample_value("autoscalerd_scrape_late_answers_total", {"connection": "kept"}),
+        registry.get_sample_value(
+            "autoscalerd_scrape_late_answers_total", {"connection": "closed"}
+        ),
+    )
 
 
 # -- leadership ------------------------------------------------------------------------------

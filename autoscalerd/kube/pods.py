@@ -6,39 +6,29 @@ client-go's informers do. 100 policies in one namespace need one watch, not 100;
 namespace watch is reference-counted and stops when its last view is released. Views with
 the same (namespace, selector) are one object, reference-counted too.
 
-Each namespace watch is an asyncio task: LIST (paginated), then WATCH from the list's
-resourceVersion with `allowWatchBookmarks`, re-LIST on 410 Gone (an ERROR event with code
-410, or a 410 answer), reconnect with jittered backoff when the stream drops or fails. The
-server ends each watch after `timeoutSeconds`; the client bounds every read (`sock_read`) a
-little beyond that, so a half-open connection cannot hang the cache. LISTs go through the
-client's call pool, watches through its stream pool (see `autoscalerd.kube.client`).
+Each namespace watch is an asyncio task running the list/watch loop of
+`autoscalerd.kube.list_watch`: LIST (paginated), then WATCH from the list's resourceVersion
+with bookmarks, re-LIST on 410 Gone, reconnect with jittered back-off, every read bounded so
+a half-open connection cannot hang the cache. LISTs go through the client's call pool,
+watches through its stream pool (see `autoscalerd.kube.client`).
 
 Memory: only `PodInfo` (name, IP, phase, readiness, deletion flag, labels) is kept per pod
 of the namespace, once, with interned label strings; views hold references to it.
-
-kubernetes_asyncio's `watch.Watch` is deliberately not used: it builds an extra `ApiClient()`
-from the *global default* Configuration (only to deserialize models), retries 410 just once,
-and turns every event into generated model objects. We read the stream ourselves through the
-client's own ApiClient.
-
-About 520 lines: the shared namespace watch (list, resume, 410 re-list, bookmarks, back-off)
-and the per-selector views it feeds are one state machine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 import structlog
 
 from autoscalerd.kube._transport import JSON, Transport
-from autoscalerd.kube.errors import KubeError, Op
+from autoscalerd.kube.errors import Op
+from autoscalerd.kube.list_watch import ListWatch, Target, WatchSettings
 from autoscalerd.kube.quantity import parse_quantity
 from autoscalerd.kube.selectors import Selector, SelectorError, parse_selector
 
@@ -66,20 +56,6 @@ class PodInfo:
     def counts(self) -> bool:
         """Whether the pod counts for scaling (DESIGN §3): Running, Ready, has an IP, not deleting."""
         return self.phase == "Running" and self.ready and bool(self.ip) and not self.deleting
-
-
-@dataclass(frozen=True, slots=True)
-class WatchSettings:
-    """Timings of the list/watch loop (seconds)."""
-
-    watch_timeout: tuple[float, float] = (60.0, 90.0)
-    """Server-side `timeoutSeconds` of each watch, drawn uniformly from this range."""
-    read_grace: float = 15.0
-    """A watch with no byte for `timeoutSeconds + read_grace` is dropped (half-open guard)."""
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    list_page_size: int = 500
-    """LIST in pages of this many pods (`limit`/`continue`); 0 = one answer."""
 
 
 def _intern(value: object) -> str:
@@ -121,10 +97,6 @@ def _cpu_request_millis(spec: JSON) -> float | None:
     return total if containers else None
 
 
-class _Gone(Exception):
-    """The resourceVersion we watch from is too old: re-list."""
-
-
 class PodCache:
     """The pods of one namespace matching one label selector: a view on the namespace's
     shared watch (`PodCaches.acquire` makes them; don't construct one yourself)."""
@@ -154,18 +126,18 @@ class PodCache:
     def synced(self) -> bool:
         """True once a LIST succeeded and until a later re-LIST fails (never for a malformed
         selector)."""
-        return self._source is not None and self._source.synced
+        return self._source is not None and self._source.lw.synced
 
     @property
     def last_error(self) -> str | None:
         """The last list/watch failure (None once a list or watch succeeded since), or why
         the selector cannot be used."""
-        return self._source.last_error if self._source is not None else self._error
+        return self._source.lw.last_error if self._source is not None else self._error
 
     @property
     def relists(self) -> int:
         """How many times the namespace was listed (1 after the first sync)."""
-        return self._source.relists if self._source is not None else 0
+        return self._source.lw.relists if self._source is not None else 0
 
     def pods(self) -> list[PodInfo]:
         """The cached pods matching the selector (any phase), sorted by name."""
@@ -232,7 +204,7 @@ class PodCache:
 
 class _NamespaceWatch:
     """All pods of one namespace (only their `PodInfo`), kept current by one list/watch
-    loop, feeding the views attached to it."""
+    loop (`kube/list_watch.py`, this is its `Store`), feeding the views attached to it."""
 
     def __init__(
         self,
@@ -242,17 +214,21 @@ class _NamespaceWatch:
         settings: WatchSettings,
     ) -> None:
         self.namespace = namespace
-        self._t = transport
-        self._stream_t = stream_transport
-        self._settings = settings
         self._pods: dict[str, PodInfo] = {}
         self._views: list[PodCache] = []
-        self.synced = False
         self.synced_event = asyncio.Event()
         self.changed = asyncio.Condition()
-        self.last_error: str | None = None
-        self.relists = 0
-        self._task: asyncio.Task[None] | None = None
+        target = Target(
+            list_fn=transport.core.list_namespaced_pod,
+            watch_fn=stream_transport.core.list_namespaced_pod,
+            args=(namespace,),
+            list_op=Op("list", "pods", "", namespace),
+            watch_op=Op("watch", "pods", "", namespace),
+            noun="pod",
+            log_fields={"namespace": namespace},
+            what=f"pods in {namespace}",
+        )
+        self.lw = ListWatch(target, self, transport, stream_transport, settings)
 
     def attach(self, view: PodCache) -> None:
         self._views.append(view)
@@ -266,176 +242,42 @@ class _NamespaceWatch:
     def unused(self) -> bool:
         return not self._views
 
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"pod watch {self.namespace}")
+    # -- Store of the list/watch loop ------------------------------------------------------
 
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-
-    # -- loop ----------------------------------------------------------------------------
-
-    def _op(self, verb: str) -> Op:
-        return Op(verb, "pods", "", self.namespace)
-
-    async def _notify(self) -> None:
+    async def notify(self) -> None:
         async with self.changed:
             self.changed.notify_all()
 
-    async def _list(self) -> str:
-        pods: dict[str, PodInfo] = {}
-        page_size = self._settings.list_page_size
-        kwargs: dict[str, Any] = {"limit": page_size} if page_size > 0 else {}
-        while True:
-            doc = await self._t.call(
-                self._op("list"), self._t.core.list_namespaced_pod, self.namespace, **kwargs
-            )
-            for obj in doc.get("items") or []:
-                info = pod_info(obj)
-                pods[info.name] = info
-            meta = doc.get("metadata") or {}
-            token = meta.get("continue")
-            if not token or page_size <= 0:
-                break
-            kwargs["_continue"] = str(token)  # an expired token answers 410: re-list
-        self._pods = pods
-        self.synced = True
+    def entry(self, obj: JSON) -> tuple[str, PodInfo]:
+        info = pod_info(obj)
+        return info.name, info
+
+    def reset(self, entries: dict[str, PodInfo]) -> bool:
+        self._pods = entries
         self.synced_event.set()
-        self.last_error = None
-        self.relists += 1
         changed = False
         for view in self._views:
-            changed = view._reset(pods) or changed
-        if changed:
-            await self._notify()
-        return str(meta.get("resourceVersion") or "")
+            changed = view._reset(entries) or changed
+        return changed
 
-    async def _watch(self, resource_version: str) -> str:
-        lo, hi = self._settings.watch_timeout
-        server_timeout = int(random.uniform(lo, hi)) or 1
-        read_timeout = server_timeout + self._settings.read_grace
-        # Booleans as "true": kubernetes_asyncio would urlencode True as "True", which Go's
-        # ParseBool accepts but stricter servers (and proxies) may not.
-        kwargs: dict[str, Any] = {
-            "watch": "true",
-            "allow_watch_bookmarks": "true",
-            "timeout_seconds": server_timeout,
-        }
-        if resource_version:
-            kwargs["resource_version"] = resource_version
-        async with self._stream_t.stream(
-            self._op("watch"),
-            self._stream_t.core.list_namespaced_pod,
-            self.namespace,
-            read_timeout=read_timeout,
-            **kwargs,
-        ) as events:
-            async for event in events:
-                resource_version = await self._apply(event, resource_version)
-                self.last_error = None
-        return resource_version
-
-    async def _apply(self, event: JSON, resource_version: str) -> str:
-        kind = str(event.get("type", ""))
-        obj = event.get("object")
-        if not isinstance(obj, dict):
-            return resource_version
-        if kind == "ERROR":
-            code = obj.get("code")
-            if code == 410:
-                raise _Gone(str(obj.get("message") or "resource version too old"))
-            raise KubeError(
-                f"watch pods in {self.namespace}: error event {code}: {obj.get('message')}",
-                op=self._op("watch"),
-                status=code if isinstance(code, int) else None,
-                reason=obj.get("reason"),
-            )
-        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "") or resource_version
-        if kind == "BOOKMARK":
-            return rv
+    def update(self, kind: str, obj: JSON) -> bool:
         pod = pod_info(obj)
         name = pod.name
         info: PodInfo | None = pod
         if kind == "DELETED":
             if self._pods.pop(name, None) is None:
-                return rv
+                return False
             info = None
         elif kind in ("ADDED", "MODIFIED"):
             if self._pods.get(name) == pod:
-                return rv
+                return False
             self._pods[name] = pod
         else:
-            return rv
+            return False
         changed = False
         for view in self._views:
             changed = view._update(name, info) or changed
-        if changed:
-            await self._notify()
-        return rv
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        failures = 0
-        gone = 0
-        rv: str | None = None
-        while True:
-            try:
-                if rv is None:
-                    rv = await self._list()
-                started = loop.time()
-                rv = await self._watch(rv)
-                gone = 0
-                # A watch that ended normally (server-side timeout): watch again from rv.
-                # One that ends at once, again and again, must not spin: back off.
-                if loop.time() - started < 1.0:
-                    failures += 1
-                    await asyncio.sleep(self._delay(failures))
-                else:
-                    failures = 0
-            except asyncio.CancelledError:
-                raise
-            except (_Gone, KubeError) as exc:
-                if isinstance(exc, _Gone) or exc.status == 410:
-                    log.info(
-                        "pod watch expired, re-listing", namespace=self.namespace, reason=str(exc)
-                    )
-                    rv = None
-                    gone += 1
-                    if gone > 1:  # 410s in a row (watch or paginated list): don't spin
-                        await asyncio.sleep(self._delay(gone - 1))
-                    continue
-                gone = 0
-                failures += 1
-                first = self.last_error != str(exc)
-                self.last_error = str(exc)
-                if rv is None and self.synced:
-                    self.synced = False  # a re-list failed: the cache may be stale
-                (log.warning if first else log.debug)(
-                    "pod watch failed, retrying",
-                    namespace=self.namespace,
-                    error=str(exc),
-                    attempt=failures,
-                )
-                await asyncio.sleep(self._delay(failures))
-                if failures >= 3:
-                    rv = None  # after repeated watch failures, resync with a full list
-            except Exception as exc:  # a bug must not kill the cache silently
-                failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("pod watch error", namespace=self.namespace)
-                rv = None
-                await asyncio.sleep(self._delay(failures))
-
-    def _delay(self, failures: int) -> float:
-        s = self._settings
-        ceiling = min(s.backoff_max, s.backoff_base * 2.0 ** max(0, failures - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return changed
 
 
 class PodCaches:
@@ -484,7 +326,7 @@ class PodCaches:
         if watch is None:
             watch = _NamespaceWatch(self._t, self._stream_t, namespace, self._settings)
             self._watches[namespace] = watch
-            watch.start()
+            watch.lw.start(f"pod watch {namespace}")
             log.info("pod watch started", namespace=namespace)
         cache = PodCache(watch, namespace, selector, parsed)
         watch.attach(cache)
@@ -508,7 +350,7 @@ class PodCaches:
         watch.detach(cache)
         if watch.unused and self._watches.get(watch.namespace) is watch:
             del self._watches[watch.namespace]
-            await watch.stop()
+            await watch.lw.stop()
             log.info("pod watch stopped", namespace=watch.namespace)
 
     def active(self) -> list[PodCache]:
@@ -523,4 +365,4 @@ class PodCaches:
         watches = list(self._watches.values())
         self._caches.clear()
         self._watches.clear()
-        await asyncio.gather(*(w.stop() for w in watches), return_exceptions=True)
+        await asyncio.gather(*(w.lw.stop() for w in watches), return_exceptions=True)

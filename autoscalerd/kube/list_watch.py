@@ -147,6 +147,9 @@ class ListWatch(Generic[K, V]):
         self.relists = 0
         """How many times the scope was listed (1 after the first sync)."""
         self._task: asyncio.Task[None] | None = None
+        self._seen = ""
+        """The resourceVersion of the last event the running watch delivered: where a watch
+        that fails mid-stream resumes, so the server does not send those events again."""
 
     def start(self, name: str) -> None:
         """Run the loop as a task called `name` (unless it runs already)."""
@@ -210,6 +213,7 @@ class ListWatch(Generic[K, V]):
         }
         if rv:
             kwargs["resource_version"] = rv
+        self._seen = rv
         update = self._store.update
         async with self._stream_t.stream(
             self.target.watch_op,
@@ -225,6 +229,7 @@ class ListWatch(Generic[K, V]):
                     if kind == "ERROR":
                         raise watch_error(obj, self.target.watch_op, self.target.what)
                     rv = str((obj.get("metadata") or {}).get("resourceVersion") or "") or rv
+                    self._seen = rv
                     if kind != "BOOKMARK" and update(kind, obj):
                         await self._store.notify()
                 self.last_error = None
@@ -263,6 +268,8 @@ class ListWatch(Generic[K, V]):
                     continue
                 gone = 0
                 failures += 1
+                if rv is not None and self._seen:
+                    rv = self._seen  # resume after the last event the failed watch delivered
                 first = self.last_error != str(exc)
                 self.last_error = str(exc)
                 if rv is None and self.synced:

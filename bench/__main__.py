@@ -90,7 +90,13 @@ BENCHES = [
     Bench(
         "daemon_signals",
         "real daemon, 100 policies x 10 pods: histogram_quantile (30 buckets) vs gauge CPU per scrape",
-        ("--warmup", "5", "--seconds", "15"),
+        ("--warmup", "5", "--seconds", "15", "--rounds", "1"),
+        300,
+    ),
+    Bench(
+        "daemon_starved",
+        "real daemon, 100 policies x 10 HTTPS pods starved of CPU: timeouts, handshakes, recovery",
+        ("--warmup", "5", "--calm", "5", "--starve", "10", "--after", "10"),
         300,
     ),
 ]

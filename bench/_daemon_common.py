@@ -16,7 +16,9 @@ from typing import Any
 import aiohttp
 
 PYTHON = sys.executable
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(os.environ.get("BENCH_DAEMON_TREE") or Path(__file__).resolve().parents[1])
+"""The tree the daemon runs from: this one, or BENCH_DAEMON_TREE (another checkout, for a
+before/after comparison on the same sandbox and benchmark code)."""
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

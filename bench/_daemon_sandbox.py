@@ -38,7 +38,10 @@ from autoscalerd.sandbox import MetricsEndpoint, Sandbox
 
 def stats(sb: Sandbox) -> dict[str, Any]:
     pods = [p for wl in sb.workloads.values() for p in wl.pods.values()]
+    # TLS handshakes the pods' endpoints completed: OpenSSL counts them per server context.
+    contexts = {id(p._ssl): p._ssl for p in pods if p._ssl is not None}
     return {
+        "tls_handshakes": sum(c.session_stats()["accept_good"] for c in contexts.values()),
         "time": time.time(),
         "pods": len(pods),
         "ready_pods": sum(1 for p in pods if p.ready),

@@ -112,6 +112,31 @@ class DaemonMetrics:
             ["namespace", "autoscaler"],
             registry=r,
         )
+        # The scraper counts these itself (plain ints on its hot path); read at collection.
+        self._connection_totals: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        r.register(
+            _ReadCounter(
+                "autoscalerd_scrape_connections",
+                "Connections opened to metric endpoints: each a TCP connect and, over https, a "
+                "TLS handshake. Flat in steady state (connections are kept alive); a steady "
+                "rise means endpoints close them or scrapes keep failing.",
+                (),
+                lambda: [((), self._connection_totals()[0])],
+            )
+        )
+        r.register(
+            _ReadCounter(
+                "autoscalerd_scrape_late_answers",
+                "Scrapes past their deadline (counted as timeouts) by what became of their "
+                "connection: kept (the answer came within one more timeout, read and dropped) "
+                "or closed.",
+                ("connection",),
+                lambda: [
+                    (("kept",), self._connection_totals()[1]),
+                    (("closed",), self._connection_totals()[2]),
+                ],
+            )
+        )
         self.scrape_interval_seconds = Gauge(
             "autoscalerd_scrape_interval_seconds",
             "The scrape interval in force (one tick per policy per interval).",
@@ -119,10 +144,10 @@ class DaemonMetrics:
         )
 
     def observe_connections(self, totals: Callable[[], tuple[int, int, int]]) -> None:
-        """Export the scraper's connection counters: `totals()` gives (connections opened,
-        late answers whose connection was kept, late scrapes whose connection was closed),
-        read when /metrics is scraped."""
-        self.registry.register(_ConnectionCollector(totals))
+        """Where `autoscalerd_scrape_connections_total` and `_late_answers_total` come from:
+        `totals()` gives (connections opened, late answers whose connection was kept, late
+        scrapes whose connection was closed), read when /metrics is scraped."""
+        self._connection_totals = totals
 
     def policy_started(
         self, namespace: str, name: str, sources: Iterable[Any], wall_now: float
@@ -158,28 +183,26 @@ class DaemonMetrics:
                     labelled.remove(*labels)
 
 
-class _ConnectionCollector(Collector):
-    """Counters the scraper keeps itself (plain ints on its hot path), read at collection."""
+class _ReadCounter(Collector):
+    """A counter kept elsewhere as plain numbers, read when the registry is collected."""
 
-    def __init__(self, totals: Callable[[], tuple[int, int, int]]) -> None:
-        self._totals = totals
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        read: Callable[[], list[tuple[tuple[str, ...], float]]],
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = labelnames
+        self._read = read
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        opened, kept, closed = self._totals()
-        yield CounterMetricFamily(
-            "autoscalerd_scrape_connections",
-            "Connections opened to metric endpoints: each a TCP connect and, over https, a TLS "
-            "handshake. Flat in steady state (connections are kept alive); a steady rise "
-            "means endpoints close them or scrapes keep failing.",
-            value=opened,
-        )
-        late = CounterMetricFamily(
-            "autoscalerd_scrape_late_answers",
-            "Scrapes past their deadline (counted as timeouts) by what became of their "
-            "connection: kept (the answer came within one more timeout, read and dropped) or "
-            "closed.",
-            labels=["connection"],
-        )
-        late.add_metric(["kept"], kept)
-        late.add_metric(["closed"], closed)
-        yield late
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for labels, value in self._read():
+            family.add_metric(list(labels), value)
+        yield family

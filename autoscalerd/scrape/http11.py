@@ -25,9 +25,11 @@ Design:
   and a handshake still under way is let finish, after which the connection goes back to the
   pool. Aborting at the deadline turned a server that was slow for a moment (or a daemon
   starved of CPU) into a new TCP connection and TLS handshake per late scrape on the next
-  round, on both sides: more CPU, more late scrapes, a spiral. A drain holds no concurrency
-  slot; at most `max_in_flight` run at once (past that, abort as before) and one timer per
-  batch aborts those still out when their grace ends.
+  round, on both sides: more CPU, more late scrapes, a spiral. A new request for a key whose
+  connections are all draining waits for one of them (it gets the connection when the late
+  answer ends, or opens its own if the drain fails) instead of opening a second one. A drain
+  holds no concurrency slot; at most `max_in_flight` run at once (past that, abort as before)
+  and one timer per batch aborts those still out when their grace ends.
 - **Stale connections.** A server may close an idle kept-alive connection at any time. Closes
   seen while idle drop the connection from the pool; one that races with our request (the
   request went out on a reused connection and the connection failed before any response
@@ -44,8 +46,9 @@ Design:
   the body (`ResponseParser.take_reservation`). Releasing is idempotent (the parser zeroes
   what it held), so a path that ends a request twice cannot give back twice.
 
-About 570 lines: the pool and the request lifecycle (queueing, reuse, retry of a GET that
-received nothing, cancellation, the body budget's release) share one state; the response
+About 690 lines: the pool and the request lifecycle (queueing, reuse, retry of a GET that
+received nothing, cancellation, drains and the requests waiting for them, the body budget's
+release) share one state; the response
 parser and the connection are their own modules.
 """
 
@@ -133,7 +136,8 @@ class _State(enum.Enum):
     CONNECTING = 2
     SENT = 3
     DRAINING = 4
-    DONE = 5
+    WAITING = 5
+    DONE = 6
 
 
 class Counters(Protocol):
@@ -232,6 +236,9 @@ class HTTP11Client:
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining: dict[Request, float] = {}
         """Requests given up with a grace, and the loop time their grace ends."""
+        self._drains_by_key: dict[PoolKey, int] = {}
+        self._waiting: dict[PoolKey, deque[Request]] = {}
+        """Requests for a key whose connections are all draining: each waits for one."""
         self._drain_timer: asyncio.TimerHandle | None = None
         self._closed = False
         self.recv_view = memoryview(bytearray(RECV_BUFFER_BYTES))
@@ -268,17 +275,33 @@ class HTTP11Client:
 
     def _start(self, request: Request) -> None:
         self._active += 1
-        idle = self._idle.get(request.key)
+        self._assign(request)
+
+    def _assign(self, request: Request) -> None:
+        """Send on an idle connection; else wait for a draining one; else open one."""
+        key = request.key
+        idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             if not conn.closed:
                 if not idle:
-                    del self._idle[request.key]
+                    del self._idle[key]
                 request.reused = True
                 self._send(conn, request)
                 return
         if idle is not None:
-            del self._idle[request.key]
+            del self._idle[key]
+        drains = self._drains_by_key.get(key, 0)
+        if drains:
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                self._waiting[key] = waiting = deque()
+            if len(waiting) < drains:
+                # A late answer is still coming on this key's connection: its end frees the
+                # connection (or the grace ends); don't open a second one meanwhile.
+                request._state = _State.WAITING
+                waiting.append(request)
+                return
         self._connect(request)
 
     def _send(self, conn: Connection, request: Request) -> None:
@@ -428,6 +451,10 @@ class HTTP11Client:
         for request in requests:
             if request._state is _State.QUEUED:
                 request._state = _State.DONE
+            elif request._state is _State.WAITING:
+                self._stop_waiting(request)
+                request._state = _State.DONE
+                self._active -= 1
         until = 0.0
         if grace > 0 and active and not self._closed:
             until = asyncio.get_running_loop().time() + grace
@@ -438,6 +465,7 @@ class HTTP11Client:
                     request.parser.drain()
                 request._state = _State.DRAINING
                 self._draining[request] = until
+                self._drains_by_key[request.key] = self._drains_by_key.get(request.key, 0) + 1
                 continue
             self._abort(request)
         if until and self._drain_timer is None and self._draining:
@@ -460,7 +488,13 @@ class HTTP11Client:
         request._conn = None
 
     def _end_drain(self, request: Request, *, kept: bool) -> None:
-        self._draining.pop(request, None)
+        if self._draining.pop(request, None) is not None:
+            key = request.key
+            left = self._drains_by_key[key] - 1
+            if left:
+                self._drains_by_key[key] = left
+            else:
+                del self._drains_by_key[key]
         request._state = _State.DONE
         request._conn = None
         if request.parser is not None:
@@ -469,6 +503,22 @@ class HTTP11Client:
             self._counters.late_kept += 1
         else:
             self._counters.late_dropped += 1
+        waiting = self._waiting.get(request.key)
+        if waiting:
+            # The connection is back in the pool (kept), or gone: the next waiter takes it,
+            # or opens its own.
+            waiter = waiting.popleft()
+            if not waiting:
+                del self._waiting[request.key]
+            if not self._closed:
+                self._assign(waiter)
+
+    def _stop_waiting(self, request: Request) -> None:
+        waiting = self._waiting.get(request.key)
+        if waiting and request in waiting:
+            waiting.remove(request)
+            if not waiting:
+                del self._waiting[request.key]
 
     def _sweep_drains(self) -> None:
         """The timer of the oldest drain: abort the drains whose grace ended."""
@@ -530,6 +580,10 @@ class HTTP11Client:
                 request._state = _State.SENT  # so that _finish accounts it like an active one
                 self._active += 1
                 self.finish(request, ClientClosed("the HTTP client was closed"))
+        waiting = [r for queue in self._waiting.values() for r in queue]
+        self._waiting.clear()
+        for request in waiting:
+            self.finish(request, ClientClosed("the HTTP client was closed"))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

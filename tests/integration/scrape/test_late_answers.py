@@ -200,19 +200,82 @@ async def test_at_most_max_in_flight_drains_the_rest_are_closed_and_close_ends_t
 
     counters = Counters()
     client = HTTP11Client(max_in_flight=1, counters=counters)
-    async with raw_server(handler) as srv:
-        first = silent_request(srv.port)
+    async with raw_server(handler) as one, raw_server(handler) as two:
+        first = silent_request(one.port)
         client.submit(first)
-        await wait_until(lambda: len(srv.conns) == 1 and srv.conns[0].requests == 1, "first")
+        await wait_until(lambda: len(one.conns) == 1 and one.conns[0].requests == 1, "first")
         client.cancel_many([first], grace=60.0)
         assert client.in_flight == 0 and client.draining == 1 and first.finished
-        second = silent_request(srv.port)
-        client.submit(second)  # the first one's connection is busy: a new one
-        await wait_until(lambda: len(srv.conns) == 2 and srv.conns[1].requests == 1, "second")
+        second = silent_request(two.port)
+        client.submit(second)
+        await wait_until(lambda: len(two.conns) == 1 and two.conns[0].requests == 1, "second")
         client.cancel_many([second], grace=60.0)
         assert client.draining == 1, "drains are capped at max_in_flight"
-        await wait_until(lambda: srv.conns[1].reader.at_eof(), "the second connection closed")
-        assert not srv.conns[0].reader.at_eof(), "the first one still waits for its answer"
+        await wait_until(lambda: two.conns[0].reader.at_eof(), "the second connection closed")
+        assert not one.conns[0].reader.at_eof(), "the first one still waits for its answer"
         await client.close()
         assert client.draining == 0 and counters.late_dropped == 1
-        await wait_until(lambda: srv.conns[0].reader.at_eof(), "the first connection closed")
+        await wait_until(lambda: one.conns[0].reader.at_eof(), "the first connection closed")
+
+
+async def test_the_next_round_waits_for_a_late_answer_instead_of_opening_a_connection() -> None:
+    """The next round starts while the late answer is still coming: its request waits for
+    that connection rather than paying a new connection (and TLS handshake) for it."""
+    release = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        await release.wait()
+        await conn.send(ok())
+        while await conn.read_request():
+            await conn.send(ok())
+
+    async with raw_server(handler) as srv, Scraper() as scraper:
+        [first] = await scraper.scrape([target(srv.port)], timeout=LATE)
+        assert timed_out(first), first
+        second = asyncio.ensure_future(scraper.scrape([target(srv.port)], timeout=TIMEOUT))
+        await asyncio.sleep(0)  # the second round's request is out (waiting for the first)
+        release.set()
+        [outcome] = await second
+        assert outcome.value == 20.0, outcome.error
+        assert len(srv.conns) == 1 and srv.conns[0].requests == 2
+        assert scraper.stats.connections_created == 1 and scraper.stats.late_kept == 1
+
+
+async def test_a_request_waiting_for_a_late_answer_that_fails_opens_its_own() -> None:
+    release = asyncio.Event()
+
+    async def handler(conn: Conn) -> None:
+        if conn.index == 0:
+            await conn.read_request()
+            await release.wait()  # then closes without answering
+            return
+        while await conn.read_request():
+            await conn.send(ok())
+
+    async with raw_server(handler) as srv, Scraper() as scraper:
+        [first] = await scraper.scrape([target(srv.port)], timeout=LATE)
+        assert timed_out(first), first
+        second = asyncio.ensure_future(scraper.scrape([target(srv.port)], timeout=TIMEOUT))
+        await wait_until(lambda: scraper._http.in_flight == 1, "the second request out")
+        assert len(srv.conns) == 1, "it waits for the first connection"
+        release.set()
+        [outcome] = await second
+        assert outcome.value == 20.0, outcome.error
+        assert len(srv.conns) == 2 and scraper.stats.late_dropped == 1
+
+
+async def test_a_waiting_request_past_its_own_deadline_is_a_timeout_and_close_is_clean() -> None:
+    async def handler(conn: Conn) -> None:
+        await conn.read_request()
+        await conn.reader.read()  # never answers
+
+    async with raw_server(handler) as srv:
+        scraper = Scraper()
+        [first] = await scraper.scrape([target(srv.port)], timeout=LATE)
+        [second] = await scraper.scrape([target(srv.port)], timeout=LATE / 2)
+        assert timed_out(first) and timed_out(second)
+        assert len(srv.conns) == 1, "the second waited for the first's connection"
+        assert scraper._http.in_flight == 0
+        await scraper.close()
+        assert scraper._http.draining == 0

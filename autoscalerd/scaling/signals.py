@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, repeat
-from operator import add, mul, sub
+from operator import add, lt, mul, sub
 
 from autoscalerd.config.model import Signal, SignalKind
 
@@ -82,19 +82,29 @@ class SignalResult:
 
 
 class _Pod:
-    """One pod's series and samples: (time, cumulative increase per series, their sum)."""
+    """One pod's series and samples.
 
-    __slots__ = ("cum", "keys", "last", "pending", "samples")
+    A sample is (time, a vector of the series' cumulative counts, their sum or None). The
+    steady state stores the page's own values tuple as the vector: no arithmetic, no copy.
+    What makes cumulative counts differ from the page's values (a counter reset, the credit a
+    new series gets) is rare, and is applied by *rebasing* the samples already kept (each
+    element of the series moved by the same amount, so every increase between samples stays
+    what it was), so the newest vector is always the page's values.
+    """
+
+    __slots__ = ("keys", "last", "pending", "samples", "sums")
 
     def __init__(
-        self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float
+        self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float, sums: bool
     ) -> None:
         self.keys = keys
-        self.last: Sequence[float] = list(values)
-        zeros = (0.0,) * len(keys)
-        self.cum: Sequence[float] = zeros
-        self.samples: deque[tuple[float, tuple[float, ...], float]] = deque(
-            [(now, zeros, 0.0)], maxlen=_MAX_SAMPLES
+        self.sums = sums
+        """Keep each sample's sum (`rate` reads the total of every series)."""
+        if not isinstance(values, tuple):
+            values = tuple(values)
+        self.last: Sequence[float] = values
+        self.samples: deque[tuple[float, Sequence[float], float]] = deque(
+            [(now, values, sum(values) if sums else 0.0)], maxlen=_MAX_SAMPLES
         )
         self.pending: dict[int, tuple[float, float, float]] = {}
         """Series index → (first value, first time, seconds it may have counted before)."""
@@ -102,28 +112,40 @@ class _Pod:
             self.pending = {i: (v, now, head) for i, v in enumerate(values)}
 
     def add(self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float) -> None:
+        if not isinstance(values, tuple):
+            values = tuple(values)
         if keys is not self.keys and keys != self.keys:  # the same tuple, page after page
             self._rekey(now, keys, values, head)
-        before = self.cum
+        last = self.last
         # C-level maps: this runs per pod per tick for every series (30 buckets × 10 pods).
-        steps = list(map(sub, values, self.last))
-        if steps and min(steps) < 0:  # a counter reset: the value is the increase since
-            steps = [d if d >= 0 else v for d, v in zip(steps, values, strict=True)]
-        cum = tuple(map(add, before, steps))
+        if any(map(lt, values, last)):  # a counter reset: the value is the increase since
+            delta = [(w if v < w else 0.0) for v, w in zip(values, last, strict=True)]
+            self._rebase(delta, len(self.samples))
+        self.last = values
+        self.samples.append((now, values, sum(values) if self.sums else 0.0))
         if self.pending:
-            credited = list(cum)
             waiting = {}
+            credit = [0.0] * len(values)
+            before = self.samples[-2][1]
             for i, (first, first_at, seconds) in self.pending.items():
                 if now > first_at:  # its second sample: credit what it counted before
-                    rate = (credited[i] - before[i]) / (now - first_at)
-                    credited[i] += max(0.0, min(first, rate * seconds))
+                    rate = (values[i] - before[i]) / (now - first_at)
+                    credit[i] = max(0.0, min(first, rate * seconds))
                 else:  # it appeared on this very page
                     waiting[i] = (first, first_at, seconds)
             self.pending = waiting
-            cum = tuple(credited)
-        self.cum = cum
-        self.last = values if isinstance(values, tuple) else list(values)
-        self.samples.append((now, cum, sum(cum)))
+            if any(credit):
+                self._rebase(credit, len(self.samples) - 1)
+
+    def _rebase(self, delta: Sequence[float], upto: int) -> None:
+        """Subtract `delta` (per series) from the first `upto` samples: the increase of any
+        later sample over each of them grows by `delta`."""
+        samples = self.samples
+        sums = self.sums
+        for k in range(upto):
+            t, vec, _ = samples[k]
+            moved = tuple(map(sub, vec, delta))
+            samples[k] = (t, moved, sum(moved) if sums else 0.0)
 
     def _rekey(
         self, now: float, keys: tuple[str, ...], values: Sequence[float], head: float
@@ -132,22 +154,30 @@ class _Pod:
         first sample is now: no increase yet), drop the vanished ones from every sample."""
         where = {k: i for i, k in enumerate(self.keys)}
         order = [where.get(k) for k in keys]
-        last = [self.last[j] if j is not None else v for j, v in zip(order, values, strict=True)]
+        # A new series' previous value is its value now (no increase, and no reset).
+        last = tuple(
+            [self.last[j] if j is not None else v for j, v in zip(order, values, strict=True)]
+        )
         pending = {}
         for i, j in enumerate(order):
             if j is None and head > 0:
                 pending[i] = (values[i], now, head)
             elif j is not None and j in self.pending:
                 pending[i] = self.pending[j]
+        sums = self.sums
 
-        def pick(cum: Sequence[float]) -> tuple[float, ...]:
-            return tuple(cum[j] if j is not None else 0.0 for j in order)
+        def pick(vec: Sequence[float], new: Sequence[float]) -> tuple[float, ...]:
+            # A new series has counted nothing at the samples kept: its value at each is the
+            # value it starts from now.
+            return tuple([vec[j] if j is not None else v for j, v in zip(order, new, strict=True)])
 
         self.samples = deque(
-            ((t, c, sum(c)) for t, c in ((t, pick(c)) for t, c, _ in self.samples)),
+            (
+                (t, p, sum(p) if sums else 0.0)
+                for t, p in ((t, pick(c, last)) for t, c, _ in self.samples)
+            ),
             maxlen=_MAX_SAMPLES,
         )
-        self.cum = list(pick(self.cum))
         self.last = last
         self.keys = keys
         self.pending = pending
@@ -168,19 +198,20 @@ class _Pod:
             s0 += (s1 - s0) * (oldest - t0) / (t1 - t0)
         return samples[-1][2] - s0
 
-    def increases(self, oldest: float) -> list[float] | None:
-        """Each series' increase since `oldest`, in `keys` order; None with fewer than two
-        samples."""
+    def add_increases(self, oldest: float, acc: list[float] | None) -> list[float] | None:
+        """Each series' increase since `oldest`, in `keys` order, added to `acc` (None: a new
+        list); `acc` unchanged with fewer than two samples."""
         samples = self.samples
         if len(samples) < 2:
-            return None
+            return acc
         (t0, c0, _), (t1, c1, _) = samples[0], samples[1]
         last = samples[-1][1]
         if t0 < oldest:
             f = (oldest - t0) / (t1 - t0)
-            start = map(add, c0, map(mul, map(sub, c1, c0), repeat(f)))
-            return list(map(sub, last, start))
-        return list(map(sub, last, c0))
+            incs = map(sub, last, map(add, c0, map(mul, map(sub, c1, c0), repeat(f))))
+        else:
+            incs = map(sub, last, c0)
+        return list(incs) if acc is None else list(map(add, acc, incs))
 
 
 class SignalState:
@@ -194,6 +225,7 @@ class SignalState:
         self._last_at: float | None = None
         self._les: dict[tuple[str, ...], tuple[float | None, ...]] = {}
         self._plans: dict[tuple[str, ...], tuple[list[int], list[float]] | None] = {}
+        self._sums = signal.kind is SignalKind.RATE
 
     def pods_remembered(self) -> int:
         return len(self._pods)
@@ -233,7 +265,7 @@ class SignalState:
                 continue
             keys, values = series
             if pod is None:
-                known[name] = _Pod(now, keys, values, head)
+                known[name] = _Pod(now, keys, values, head, self._sums)
                 missing += 1
                 joined += 1
                 continue
@@ -258,12 +290,18 @@ class SignalState:
         self, live: Sequence[_Pod], oldest: float, answered: int, missing: int, joined: int
     ) -> SignalResult:
         by_keys: dict[tuple[str, ...], list[float]] = {}
+        keys: tuple[str, ...] | None = None  # the usual case: every pod's page, one shape
+        acc: list[float] | None = None
         for pod in live:
-            incs = pod.increases(oldest)
-            if incs is None:
+            if pod.keys is keys:
+                acc = pod.add_increases(oldest, acc)
                 continue
-            acc = by_keys.get(pod.keys)
-            by_keys[pod.keys] = incs if acc is None else list(map(add, acc, incs))
+            if keys is not None and acc is not None:
+                by_keys[keys] = acc
+            keys = pod.keys
+            acc = pod.add_increases(oldest, by_keys.pop(keys, None))
+        if keys is not None and acc is not None:
+            by_keys[keys] = acc
         if len(by_keys) == 1:  # the usual case: every pod lists the same series
             ((keys, incs),) = by_keys.items()
             plan = self._plan(keys)

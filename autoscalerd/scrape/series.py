@@ -83,7 +83,7 @@ def select_series(
 def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] | None:
     """The fast path, for the usual block of `name{labels} value` lines: the block from the
     first to the last line that starts with the metric's name (a family's lines are grouped)
-    is split into lines and each is cut at its last `} `, all in C. None when any line of the
+    is split at its line ends and `} `s into label sets and values, all in C. None when any line of the
     block is anything else (another metric, no labels, a timestamp or an exemplar, an escape,
     a syntax error): the line-by-line path then decides."""
     name = selector.metric
@@ -97,9 +97,14 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
         last_end = len(text)
     if text.find("#", first, last_end) != -1:  # an exemplar (or a `#` in a value)
         return None
-    lines = text[first:last_end].split("\n")
-    parts = [line.rpartition("} ") for line in lines]
-    tokens = [p[2] for p in parts]
+    # `name{labels} value` lines, cut at every `} ` and line end, alternate labels and value.
+    # A `} ` inside a label value breaks the alternation: the count, or the shape (a label set
+    # cut inside its quotes does not parse), or a value then sends the block to the slow path.
+    block = text[first:last_end]
+    parts = block.replace("\n", "} ").split("} ")
+    if len(parts) != 2 * (block.count("\n") + 1):
+        return None
+    tokens = parts[1::2]
     joined = "\0".join(tokens)
     if "_" in joined or " " in joined or "\t" in joined:
         return None  # `1_000` (not a number here), a timestamp: slow path
@@ -107,7 +112,7 @@ def _block(text: str, selector: SeriesSelector) -> tuple[SelectResult, Series] |
         values = tuple(map(float, tokens))
     except ValueError:
         return None
-    raws = tuple([p[0] for p in parts])
+    raws = tuple(parts[0::2])
     shape = _SHAPES.get(raws)
     if shape is None or (shape[0] is not selector and shape[0] != selector):
         shape = _shape_of(name, selector, raws)

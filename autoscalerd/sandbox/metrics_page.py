@@ -121,12 +121,15 @@ _NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 def render_series(values: dict[str, float], kind: str = "gauge") -> str:
     """Series for the load metrics, grouped by family with HELP/TYPE lines (`kind` counter:
-    a `x_bucket` family is typed as the histogram `x`)."""
+    a `x_bucket` family is typed as the histogram `x`, and its counts are whole numbers, as a
+    histogram's observation counts are in every client library)."""
     families: dict[str, list[str]] = {}
     for metric, value in values.items():
         fam = family_name(metric)
         if not _NAME_RE.match(fam):
             continue
+        if kind == "counter" and fam.endswith("_bucket") and math.isfinite(value):
+            value = math.floor(value)
         families.setdefault(fam, []).append(f"{metric.strip()} {format_value(value)}")
     out = []
     for fam, lines in families.items():

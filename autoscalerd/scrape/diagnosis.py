@@ -5,7 +5,7 @@ look at the server again: its certificate for a verification failure, its TLS al
 bare disconnect), HTTP statuses, undecodable pages and unusable selections. Runs only on
 failures, never on the hot path. Each message names the URL, what went wrong and the fix.
 
-The two probes run over the scraper's own TCP/TLS code (`http11.exchange_once`, a connection
+The two probes run over the scraper's own TCP/TLS code (`oneshot.exchange_once`, a connection
 outside the pool): one TLS stack for scraping and for diagnosing it.
 """
 
@@ -29,8 +29,8 @@ from autoscalerd.scrape.http11 import (
     HTTPProtocolError,
     ServerDisconnected,
     TruncatedResponse,
-    exchange_once,
 )
+from autoscalerd.scrape.oneshot import exchange_once
 from autoscalerd.scrape.page import PageKey
 from autoscalerd.scrape.parser import (
     SelectResult,

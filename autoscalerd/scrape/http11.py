@@ -46,10 +46,10 @@ Design:
   the body (`ResponseParser.take_reservation`). Releasing is idempotent (the parser zeroes
   what it held), so a path that ends a request twice cannot give back twice.
 
-About 690 lines: the pool and the request lifecycle (queueing, reuse, retry of a GET that
+About 630 lines: the pool and the request lifecycle (queueing, reuse, retry of a GET that
 received nothing, cancellation, drains and the requests waiting for them, the body budget's
-release) share one state; the response
-parser and the connection are their own modules.
+release) share one state; the response parser, the connection and the one-off exchange of
+the failure diagnosis (scrape/oneshot.py) are their own modules.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ __all__ = [
     "ServerDisconnected",
     "TruncatedResponse",
     "build_get",
-    "exchange_once",
+    "consume_handshake",
+    "drop_tracebacks",
 ]
 
 PoolKey = tuple[str, int, Any, str | None]
@@ -348,14 +349,14 @@ class HTTP11Client:
         except asyncio.CancelledError:
             if conn is not None:
                 conn.abort()  # the handshake may have finished just before the cancellation
-                _consume(conn.handshake)
+                consume_handshake(conn.handshake)
             self.finish(request, ClientClosed("the HTTP client was closed"))  # no-op if DONE
             raise
         except Exception as exc:
             request._task = None
             if conn is not None:
                 conn.abort()
-                _consume(conn.handshake)
+                consume_handshake(conn.handshake)
             self.finish(request, exc)
             return
         request._task = None
@@ -387,7 +388,7 @@ class HTTP11Client:
             # A late answer: read to its end (the connection went back to the pool if it
             # allows keep-alive) or failed; nobody waits for it any more.
             if exc is not None:
-                _drop_tracebacks(exc)
+                drop_tracebacks(exc)
             conn = request._conn
             self._end_drain(request, kept=exc is None and conn is not None and not conn.closed)
             return
@@ -413,7 +414,7 @@ class HTTP11Client:
             # Nothing of a failed response may outlive the scrape: its buffers go now, and
             # the exception keeps no traceback (whose frames hold the parser and the data,
             # and the request itself: a cycle only the collector would break).
-            _drop_tracebacks(exc)
+            drop_tracebacks(exc)
             if parser is not None:
                 _release(parser)
         request.error = exc
@@ -602,98 +603,13 @@ class HTTP11Client:
         await asyncio.sleep(0)
 
 
-PROBE_BUFFER_BYTES = 32 * 1024 + 1
-"""Buffers of a one-off exchange: above two TLS records' room, far below a pool's."""
-
-
-class _OneShot:
-    """The ConnectionOwner of one connection outside any pool (`exchange_once`)."""
-
-    def __init__(self) -> None:
-        self.recv_view = memoryview(bytearray(PROBE_BUFFER_BYTES))
-        self.plain_view = memoryview(bytearray(PROBE_BUFFER_BYTES))
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def opened(self, conn: Connection) -> None:
-        pass
-
-    def lost(self, conn: Connection) -> None:
-        pass
-
-    def put_idle(self, conn: Connection) -> None:
-        conn.close()
-
-    def forget_idle(self, conn: Connection) -> None:
-        pass
-
-    def finish(self, request: Request, exc: BaseException | None) -> None:
-        if exc is not None:
-            _drop_tracebacks(exc)
-        request.error = exc
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-async def exchange_once(
-    *,
-    host: str,
-    port: int,
-    ssl_context: ssl.SSLContext | None,
-    server_hostname: str | None,
-    head: bytes | None,
-    limit: int = ERROR_BODY_CAP_BYTES,
-) -> tuple[Request, bytes | None]:
-    """One request on a connection of its own, outside any pool, over the same TCP/TLS code
-    as the scrapes (for the failure diagnosis' probes; the caller bounds the time).
-
-    Returns the finished request (`error` set, or `parser` holding the response; with
-    `head=None` nothing is sent once connected) and the server's certificate (DER), if the TLS
-    handshake completed.
-    """
-    loop = asyncio.get_running_loop()
-    owner = _OneShot()
-    request = Request(
-        host=host,
-        port=port,
-        ssl=ssl_context,
-        server_hostname=server_hostname,
-        head=head or b"",
-        limit=limit,
-        on_done=_ignore,
-    )
-    request.parser = ResponseParser(limit)
-    name = (server_hostname or host) if ssl_context is not None else None
-    conn = Connection(owner, request.key, ssl_context, name)
-    certificate: bytes | None = None
-    try:
-        await loop.create_connection(lambda: conn, host, port)
-        if conn.handshake is not None:
-            await conn.handshake
-        certificate = conn.peer_certificate()
-        if head is not None:
-            conn.request = request
-            conn.send(head)
-            await owner.done
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        _drop_tracebacks(exc)
-        request.error = exc
-    finally:
-        conn.abort()
-        _consume(conn.handshake)
-    return request, certificate
-
-
-def _ignore(request: Request) -> None:
-    pass
-
-
 def _release(parser: ResponseParser) -> None:
     """A request that failed or was given up: drop its buffers, give back its reservation."""
     parser.discard()
     parser.release_budget()
 
 
-def _drop_tracebacks(exc: BaseException) -> None:
+def drop_tracebacks(exc: BaseException) -> None:
     """Clear the tracebacks of `exc` and of the exceptions chained to it."""
     seen = 0
     error: BaseException | None = exc
@@ -703,7 +619,7 @@ def _drop_tracebacks(exc: BaseException) -> None:
         seen += 1
 
 
-def _consume(future: asyncio.Future[None] | None) -> None:
+def consume_handshake(future: asyncio.Future[None] | None) -> None:
     """Mark a handshake future's exception as retrieved (nobody awaits it any more)."""
     if future is None:
         return

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 import time
@@ -110,12 +111,28 @@ async def run(args: argparse.Namespace) -> int:
             ],
         }
         print(json.dumps(info), flush=True)
+        if args.vary_load:
+            # The gauge moves every second (±10 %, each workload at its own phase), as a real
+            # load metric does: a constant one lets the decision side skip work.
+            async def vary() -> None:
+                while True:
+                    t = time.monotonic() - t0
+                    for i in range(args.workloads):
+                        swing = 1.0 + 0.1 * math.sin(2 * math.pi * t / 60 + i)
+                        sb.set_load(
+                            "bench", f"app-{i}", "go_threads", args.target * args.pods * swing
+                        )
+                    await asyncio.sleep(1.0)
+
+            varying = asyncio.get_running_loop().create_task(vary())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), args.duration)
+        if args.vary_load:
+            varying.cancel()
         await runner.cleanup()
     return 0
 
@@ -138,6 +155,7 @@ def main() -> int:
         help="add a counting histogram ttft_seconds with this many buckets to every pod",
     )
     ap.add_argument("--duration", type=float, default=600.0, help="stop after this long anyway")
+    ap.add_argument("--vary-load", action="store_true", help="the gauge moves ±10 %% every second")
     args = ap.parse_args()
     return asyncio.run(run(args))
 

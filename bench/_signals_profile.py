@@ -8,6 +8,7 @@ through exactly the daemon's code: `scrape/series.select_series` per page, then 
 --repeat runs) and, with --profile, the top functions of the derived path.
 
 Usage: .venv/bin/python bench/_signals_profile.py [--ticks 60] [--repeat 15] [--profile]
+       [--fractional-counts]
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ PODS = 10
 BUCKETS = 30
 
 
-def pages(ticks: int) -> list[list[str]]:
-    """Per tick, each pod's page (as bench/_daemon_sandbox.py renders it)."""
+def pages(ticks: int, *, fractional: bool = False) -> list[list[str]]:
+    """Per tick, each pod's page (as bench/_daemon_sandbox.py renders it: whole bucket
+    counts; `fractional`: the counter's 17-digit value, as the sandbox wrote it before)."""
     head, tail = build_filler(20_000, {"go_threads"})
     out = []
     for t in range(ticks):
@@ -45,12 +47,15 @@ def pages(ticks: int) -> list[list[str]]:
                 le = "+Inf" if j == BUCKETS - 1 else f"{0.01 * 1.25**j:.4g}"
                 rate = 10.0 * min(1.0, (j + 1) / (BUCKETS - 1))
                 counters[f'ttft_seconds_bucket{{le="{le}"}}'] = rate * (t + 1) * 1.0001 + pod * 0.37
-            row.append(
-                head
-                + render_series({"go_threads": 20.0})
-                + render_series(counters, kind="counter")
-                + tail
-            )
+            histogram = render_series(counters, kind="counter")
+            if fractional:
+                histogram = "".join(
+                    f"{line.rpartition(' ')[0]} {counters[line.rpartition(' ')[0]]!r}\n"
+                    if line.startswith("ttft")
+                    else line + "\n"
+                    for line in histogram.splitlines()
+                )
+            row.append(head + render_series({"go_threads": 20.0}) + histogram + tail)
         out.append(row)
     return out
 
@@ -60,8 +65,13 @@ def main() -> int:
     ap.add_argument("--ticks", type=int, default=60)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--fractional-counts",
+        action="store_true",
+        help="bucket counts as 17-digit fractions instead of whole numbers",
+    )
     args = ap.parse_args()
-    ticks = pages(args.ticks)
+    ticks = pages(args.ticks, fractional=args.fractional_counts)
     quantile = "histogram_quantile(0.95, ttft_seconds_bucket[10s])"
     qsel, qsig = parse_target_metric(quantile)
     gsel, _ = parse_target_metric("go_threads")

@@ -72,7 +72,7 @@ def policies_yaml(count: int, pods: int, metric: str, target: float) -> str:
 async def start_sandbox(args: argparse.Namespace, tmp: Path) -> tuple[Any, dict[str, Any]]:
     cmd = [PYTHON, str(HERE / "_daemon_sandbox.py"), "--workdir", str(tmp / "sandbox"),
            "--workloads", str(args.policies), "--pods", str(args.pods),
-           "--histogram-buckets", str(args.buckets),
+           "--histogram-buckets", str(args.buckets), *(["--vary-load"] if args.vary_load else []),
            "--duration", str(4 * (args.warmup + args.seconds) + 600)]  # fmt: skip
     err = open(tmp / "sandbox.log", "wb")  # noqa: SIM115
     proc = await asyncio.create_subprocess_exec(
@@ -190,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--goal", type=float, default=1.2)
     ap.add_argument(
         "--rounds", type=int, default=2, help="windows of each kind, alternated (g, q, g, q)"
+    )
+    ap.add_argument(
+        "--constant-gauge",
+        dest="vary_load",
+        action="store_false",
+        help="keep go_threads constant (by default it moves ±10 %% every second)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return asyncio.run(run(ap.parse_args(argv)))

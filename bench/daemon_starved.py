@@ -91,6 +91,7 @@ def delta(a: dict[str, float], b: dict[str, float], phase: str) -> dict[str, Any
 async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-starved-"))
     args.buckets = 0
+    args.vary_load = False
     args.seconds = args.calm + args.starve + args.after
     proc, info = await start_sandbox(args, tmp)
     hogs: list[asyncio.subprocess.Process] = []

@@ -13,6 +13,7 @@ import asyncio
 import socket
 import ssl
 import threading
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trustme
@@ -34,17 +35,23 @@ def timed_out(outcome: object) -> bool:
     return error is not None and error.kind is ScrapeErrorKind.TIMEOUT
 
 
-async def test_a_late_answer_keeps_its_connection_for_the_next_round() -> None:
-    release = asyncio.Event()
+def answers_after(release: asyncio.Event) -> Callable[[Conn], Awaitable[None]]:
+    """A server that answers its first request once `release` is set (after the scrape gave
+    up), and every later one at once."""
 
     async def handler(conn: Conn) -> None:
         await conn.read_request()
-        await release.wait()  # answers only once the scrape has given up
+        await release.wait()
         await conn.send(ok())
         while await conn.read_request():
             await conn.send(ok())
 
-    async with raw_server(handler) as srv, Scraper() as scraper:
+    return handler
+
+
+async def test_a_late_answer_keeps_its_connection_for_the_next_round() -> None:
+    release = asyncio.Event()
+    async with raw_server(answers_after(release)) as srv, Scraper() as scraper:
         [first] = await scraper.scrape([target(srv.port)], timeout=LATE)
         assert timed_out(first), first
         assert scraper.stats.late_kept == 0
@@ -222,15 +229,7 @@ async def test_the_next_round_waits_for_a_late_answer_instead_of_opening_a_conne
     """The next round starts while the late answer is still coming: its request waits for
     that connection rather than paying a new connection (and TLS handshake) for it."""
     release = asyncio.Event()
-
-    async def handler(conn: Conn) -> None:
-        await conn.read_request()
-        await release.wait()
-        await conn.send(ok())
-        while await conn.read_request():
-            await conn.send(ok())
-
-    async with raw_server(handler) as srv, Scraper() as scraper:
+    async with raw_server(answers_after(release)) as srv, Scraper() as scraper:
         [first] = await scraper.scrape([target(srv.port)], timeout=LATE)
         assert timed_out(first), first
         second = asyncio.ensure_future(scraper.scrape([target(srv.port)], timeout=TIMEOUT))

@@ -135,6 +135,68 @@ async def window(
     }
 
 
+async def concurrent_windows(
+    args: argparse.Namespace, tmp: Path, info: dict[str, Any], i: int
+) -> dict[str, dict[str, Any]]:
+    """Both daemons at once on the same pages, at `--interval`: the same machine, the same
+    seconds, so a drift of the machine's speed hits both alike."""
+    daemons: dict[str, DaemonProcess] = {}
+    config_head = (
+        "apiVersion: autoscalerd.io/v1alpha1\nkind: DaemonConfig\n"
+        f"scrapeInterval: {args.interval:g}s\n"
+    )
+    try:
+        for name, metric in (("gauge", GAUGE), ("quantile", QUANTILE)):
+            config = tmp / f"{name}-{i}.yaml"
+            config.write_text(
+                config_head + "---\n" + policies_yaml(args.policies, args.pods, metric, 1e9)
+            )
+            daemons[name] = await DaemonProcess.start(
+                info["kubeconfig"], [config], tmp / f"{name}-{i}.log"
+            )
+            # One at a time: 2,000 TLS handshakes at once against the one sandbox process
+            # that serves every pod time out, for both daemons (see bench/README-daemon.md).
+            await daemons[name].wait_ready()
+            await asyncio.sleep(args.warmup)
+        before = {n: (await d.get("/metrics"))[1] for n, d in daemons.items()}
+        c0 = {n: cpu_seconds(d.pid) for n, d in daemons.items()}
+        t0 = time.monotonic()
+        await asyncio.sleep(args.seconds)
+        after = {n: (await d.get("/metrics"))[1] for n, d in daemons.items()}
+        c1 = {n: cpu_seconds(d.pid) for n, d in daemons.items()}
+        t1 = time.monotonic()
+        statuses = {n: await d.status() for n, d in daemons.items()}
+    finally:
+        for daemon in daemons.values():
+            await daemon.stop()
+    out = {}
+    for name, metric in (("gauge", GAUGE), ("quantile", QUANTILE)):
+        m0, m1 = before[name], after[name]
+
+        def counted(series: str, m0: str = m0, m1: str = m1, **labels: str) -> float:
+            return sum_counter(m1, series, **labels) - sum_counter(m0, series, **labels)
+
+        scrapes = counted("autoscalerd_scrapes_total")
+        ok = counted("autoscalerd_scrapes_total", result="ok")
+        cpu = c1[name] - c0[name]
+        values = [next(iter(p["metrics"].values())) for p in statuses[name]["policies"]]
+        out[name] = {
+            "metric": metric.strip("'"),
+            "seconds": round(t1 - t0, 1),
+            "scrapes": int(scrapes),
+            "ok_fraction": round(ok / scrapes, 4) if scrapes else 0.0,
+            "tls_handshakes": int(counted("autoscalerd_scrape_connections_total")),
+            "late_answers_kept": int(
+                counted("autoscalerd_scrape_late_answers_total", connection="kept")
+            ),
+            "cpu_seconds": round(cpu, 2),
+            "cpu_percent_of_a_core": round(100 * cpu / (t1 - t0), 1),
+            "cpu_us_per_scrape": round(1e6 * cpu / scrapes, 1) if scrapes else None,
+            "policies_with_a_value": sum(1 for v in values if v is not None),
+        }
+    return out
+
+
 async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-signals-"))
     proc, info = await start_sandbox(args, tmp)
@@ -142,6 +204,12 @@ async def run(args: argparse.Namespace) -> int:
     try:
         print(f"sandbox ready: {args.policies} x {args.pods} pods, page {info['page_bytes']} B")
         for i in range(args.rounds):
+            if args.concurrent:
+                both = await concurrent_windows(args, tmp, info, i)
+                for name, result in both.items():
+                    windows[name].append(result)
+                    print(f"{name}:".ljust(10), json.dumps(result))
+                continue
             for name, metric in (("gauge", GAUGE), ("quantile", QUANTILE)):
                 result = await window(args, tmp, info, f"{name}-{i}", metric)
                 windows[name].append(result)
@@ -191,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rounds", type=int, default=2, help="windows of each kind, alternated (g, q, g, q)"
     )
+    ap.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run both daemons at once (each at --interval) instead of alternating windows",
+    )
+    ap.add_argument("--interval", type=float, default=2.0, help="scrape interval with --concurrent")
     ap.add_argument(
         "--constant-gauge",
         dest="vary_load",

@@ -464,6 +464,7 @@ class HTTP11Client:
             if until and len(self._draining) < self._max:
                 if request.parser is not None:
                     request.parser.drain()
+                request.context = None  # nobody reads it now: let the caller's round go
                 request._state = _State.DRAINING
                 self._draining[request] = until
                 self._drains_by_key[request.key] = self._drains_by_key.get(request.key, 0) + 1

@@ -403,12 +403,6 @@ def histogram_quantile_of(q: float, buckets: Iterable[tuple[float, float]]) -> f
     One difference: where Prometheus divides 0 by 0 (q = 0 over an empty lowest bucket, NaN),
     this returns the bucket's lower limit.
     """
-    if math.isnan(q):
-        return None
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
     merged: dict[float, float] = {}
     for bound, count in buckets:
         merged[bound] = merged.get(bound, 0.0) + count

@@ -131,10 +131,7 @@ class DaemonMetrics:
                 "connection: kept (the answer came within one more timeout, read and dropped) "
                 "or closed.",
                 ("connection",),
-                lambda: [
-                    (("kept",), self._connection_totals()[1]),
-                    (("closed",), self._connection_totals()[2]),
-                ],
+                self._late_answers,
             )
         )
         self.scrape_interval_seconds = Gauge(
@@ -148,6 +145,10 @@ class DaemonMetrics:
         `totals()` gives (connections opened, late answers whose connection was kept, late
         scrapes whose connection was closed), read when /metrics is scraped."""
         self._connection_totals = totals
+
+    def _late_answers(self) -> list[tuple[tuple[str, ...], float]]:
+        _, kept, closed = self._connection_totals()  # one read for both samples
+        return [(("kept",), kept), (("closed",), closed)]
 
     def policy_started(
         self, namespace: str, name: str, sources: Iterable[Any], wall_now: float

@@ -12,6 +12,7 @@ import contextlib
 import json
 import signal
 import socket
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -184,6 +185,19 @@ class Daemon:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._reader, 2)
         return code
+
+
+async def run_demo(*args: str, timeout: float) -> str:
+    """Run `autoscalerd demo ARGS` to its end, as a new user does from the README; its output
+    (stdout and stderr), after checking that it exited 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "autoscalerd", "demo", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    return text
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

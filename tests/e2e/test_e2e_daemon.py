@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import FAST, policy_yaml, write
+from e2e_harness import FAST, policy_yaml, run_demo, write
 from waiting import wait_for
 
 from autoscalerd.sandbox import MetricsEndpoint, Sandbox
@@ -402,13 +402,7 @@ async def test_status_command_prints_a_table(sandbox: Sandbox, start_daemon: Any
 
 
 async def test_demo_command_shows_scaling() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "autoscalerd", "demo", "--duration", "14",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    text = out.decode()
-    assert proc.returncode == 0, text
+    text = await run_demo("--duration", "14", timeout=90)
     history = next(line for line in text.splitlines() if "replicas over time" in line)
     assert history.split(":", 1)[1].strip().startswith("1 -> "), text  # it scaled up
     assert "never above maxReplicas: True" in text

@@ -4,13 +4,11 @@ dropped watch, two leader-elected daemons)."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import policy_yaml, write
+from e2e_harness import policy_yaml, run_demo, write
 from waiting import wait_for
 
 from autoscalerd.sandbox import MetricsEndpoint, Sandbox
@@ -280,13 +278,7 @@ async def test_two_daemons_only_the_leader_writes_status_and_scale(
 
 
 async def test_demo_shows_the_status_being_written() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "autoscalerd", "demo", "--podautoscalers", "--duration", "12",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 90)
-    text = out.decode()
-    assert proc.returncode == 0, text
+    text = await run_demo("--podautoscalers", "--duration", "12", timeout=90)
     assert "status desired=" in text and "Ready=True (ScalingStable)" in text, text
     assert "kubectl describe podautoscaler" in text
     assert "ValidSpec        True    AsExpected" in text

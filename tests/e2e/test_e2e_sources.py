@@ -4,13 +4,11 @@ test serves (external with endpoint), and the real Prometheus server (prometheus
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import write
+from e2e_harness import run_demo, write
 from prometheus_server import Page, PrometheusServer, prometheus_binary
 
 from autoscalerd.sandbox import Sandbox
@@ -238,13 +236,7 @@ async def test_prometheus_query_against_the_real_server(
 async def test_demo_with_another_source_scales(source: str) -> None:
     if source == "prometheus":
         prometheus_binary()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "autoscalerd", "demo", "--source", source, "--duration", "16",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    text = out.decode()
-    assert proc.returncode == 0, text
+    text = await run_demo("--source", source, "--duration", "16", timeout=120)
     history = next(line for line in text.splitlines() if "replicas over time" in line)
     assert history.split(":", 1)[1].strip().startswith("1 -> "), text  # it scaled up
     assert "daemon exit code: 0" in text
